@@ -1,0 +1,81 @@
+# AlexNet ablation suite. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+PROFILE ?= demo
+SEEDS ?=
+GPUS ?= 0
+PARALLEL ?= 1
+DATA ?=
+ARGS ?=
+FORCE ?=
+HOST ?= 127.0.0.1
+PORT ?= 5000
+PYTEST_ARGS ?=
+
+ABLATIONS := $(sort $(basename $(notdir $(wildcard configs/ablations/*.yaml))))
+STUDY_FLAGS = --profile $(PROFILE) $(if $(SEEDS),--seeds "$(SEEDS)") --gpus $(GPUS) --parallel $(PARALLEL) $(if $(FORCE),--force) \
+	$(if $(DATA),data.name=$(DATA)) $(ARGS)
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+
+.PHONY: help install test test-fast train summary ablations ablate-all demo report-all ui server bench gpu-check screenshots clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@echo
+	@echo "  variables: PROFILE=$(PROFILE) (smoke|demo|cifar|paper)  SEEDS=3 or 0,1,2  GPUS=0  PARALLEL=1  DATA=shapes  ARGS=\"key=value ...\"  FORCE=1"
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv and install the suite (re-runs only when pyproject.toml changes)
+
+test: install ## run the whole test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install ## run the tests not marked slow
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+train: install ## train one model: make train ARGS="model.activation=tanh"
+	$(PY) -m ablations.train --profile $(PROFILE) $(if $(DATA),data.name=$(DATA)) $(ARGS)
+
+summary: install ## per-layer table: make summary ARGS="model.arch=alexnet model.num_classes=1000"
+	$(PY) -m ablations.summary $(ARGS)
+
+ablations: install ## list the ablations with their descriptions
+	@$(PY) -m ablations.catalog
+
+ablate-%: install ## run one ablation study: make ablate-activation PROFILE=smoke SEEDS=2
+	$(PY) -m ablations.study $* $(STUDY_FLAGS)
+
+ablate-all: install ## run every ablation study in configs/ablations/
+	@status=0; for a in $(ABLATIONS); do $(PY) -m ablations.study $$a $(STUDY_FLAGS) || status=1; done; exit $$status
+
+report-%: install ## (re)write the report of the newest study: make report-activation
+	$(PY) -m ablations.report $*
+
+demo: install ## the main job, offline: every ablation on synthetic shapes, reports, summary (about 10 min on 2 CPU cores)
+	$(PY) -m ablations.demo $(if $(SEEDS),--seeds "$(SEEDS)") --parallel $(if $(filter command line,$(origin PARALLEL)),$(PARALLEL),2) $(if $(FORCE),--force) $(ARGS)
+
+ui: install ## the MLflow UI over the studies' store on http://127.0.0.1:5000 (HOST=, PORT= to change)
+	$(VENV)/bin/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host $(HOST) --port $(PORT)
+
+server: install ## a shared MLflow tracking server (SQLite + local artifacts) on http://127.0.0.1:5000 (HOST=, PORT= to change)
+	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow-server.db --artifacts-destination $(CURDIR)/mlartifacts \
+		--serve-artifacts --host $(HOST) --port $(PORT)
+
+bench: install ## throughput of the suite vs a bare PyTorch loop, logging cost, data pipeline
+	$(PY) -m ablations.bench
+
+gpu-check: install ## on a CUDA machine: paper AlexNet in bf16, channels_last, a few hundred steps
+	$(PY) -m ablations.gpu_check
+
+clean: ## remove the local store, checkpoints, reports and caches (not .venv)
+	rm -rf mlflow.db mlruns mlartifacts checkpoints reports/*/ reports/summary.md .pytest_cache

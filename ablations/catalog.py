@@ -1,0 +1,28 @@
+"""List the ablations in configs/ablations/ with their variants and description."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+from ablations.config import ConfigError
+from ablations.spec import available, load_ablation
+
+
+def main() -> int:
+    status = 0
+    for name in available():
+        try:
+            a = load_ablation(name)
+        except ConfigError as err:
+            print(f"{name:<15} INVALID: {err}")
+            status = 2
+            continue
+        first = a.description.split(". ")[0].rstrip(".")
+        print(f"{name:<15} {first}")
+        print(textwrap.indent(f"variants: {', '.join(a.variants)} (baseline {a.baseline}); seeds {len(a.seeds)}; make ablate-{name}", " " * 16))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Ablation files (configs/ablations/<name>.yaml) and their expansion into runs.
+
+    description: ReLU vs tanh (Figure 1)
+    baseline: relu            # the variant the others are compared with
+    seeds: 3                  # default number of seeds (SEEDS=... overrides)
+    overrides: {}             # optional: applied to every variant
+    variants:
+      relu: {model.activation: relu}
+      tanh: {model.activation: tanh}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ablations.config import CONFIG_DIR, Config, ConfigError, build_config, flatten, parse_overrides, profile_overrides, read_yaml
+
+KEYS = {"description", "baseline", "seeds", "overrides", "variants"}
+
+
+@dataclass
+class Ablation:
+    name: str
+    description: str
+    baseline: str
+    seeds: list[int]
+    overrides: dict[str, Any]
+    variants: dict[str, dict[str, Any]]
+    path: Optional[Path] = None
+
+
+@dataclass
+class RunSpec:
+    ablation: str
+    variant: str
+    seed: int
+    config: Config
+    overrides: list[str] = field(default_factory=list)  # what the training process is given
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant}-seed{self.seed}"
+
+
+def ablation_dir(config_dir: Path = CONFIG_DIR) -> Path:
+    return config_dir / "ablations"
+
+
+def available(config_dir: Path = CONFIG_DIR) -> list[str]:
+    return sorted(p.stem for p in ablation_dir(config_dir).glob("*.yaml"))
+
+
+def parse_seeds(value: Any, where: str) -> list[int]:
+    """`3` -> [0, 1, 2]; `[0, 4]` or "0,4" -> [0, 4]."""
+    if isinstance(value, str):
+        value = [int(s) for s in value.replace(",", " ").split()] if " " in value.strip() or "," in value else int(value)
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: seeds must be a count or a list of integers, not {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"{where}: the number of seeds must be >= 1, not {value}")
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        return list(dict.fromkeys(value))
+    raise ConfigError(f"{where}: seeds must be a count (e.g. 3) or a list of integers (e.g. 0,1,2), not {value!r}")
+
+
+def load_ablation(name: str, config_dir: Path = CONFIG_DIR) -> Ablation:
+    path = ablation_dir(config_dir) / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown ablation {name!r}: expected one of {', '.join(available(config_dir))} (files in {ablation_dir(config_dir)})")
+    raw = read_yaml(path)
+    unknown = sorted(set(raw) - KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key '{unknown[0]}'; an ablation file has {', '.join(sorted(KEYS))}")
+    variants = raw.get("variants")
+    if not isinstance(variants, dict) or not variants:
+        raise ConfigError(f"{path}: 'variants' must map each variant name to its overrides, e.g. variants: {{relu: {{model.activation: relu}}}}")
+    baseline = raw.get("baseline")
+    if baseline not in variants:
+        raise ConfigError(f"{path}: 'baseline' must name one of the variants ({', '.join(map(str, variants))}), not {baseline!r}")
+    for vname, ov in variants.items():
+        if ov is not None and not isinstance(ov, dict):
+            raise ConfigError(f"{path}: variant '{vname}' must be a mapping of config keys (or empty for the baseline as is)")
+    overrides = raw.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{path}: 'overrides' must be a mapping of config keys")
+    return Ablation(
+        name=name,
+        description=str(raw.get("description", "")).strip(),
+        baseline=str(baseline),
+        seeds=parse_seeds(raw.get("seeds", 3), str(path)),
+        overrides=flatten(overrides),
+        variants={str(k): flatten(v or {}) for k, v in variants.items()},
+        path=path,
+    )
+
+
+def _as_args(flat: dict[str, Any]) -> list[str]:
+    import yaml
+
+    return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}" for k, v in flat.items()]
+
+
+def expand(
+    ablation: Ablation,
+    profile: Optional[str] = None,
+    args: Optional[list[str]] = None,
+    seeds: Optional[list[int]] = None,
+    gpus: Optional[int] = None,
+    config_dir: Path = CONFIG_DIR,
+) -> list[RunSpec]:
+    """Every (variant, seed) of the study as a validated config, baseline first.
+    Precedence: base < profile < the file's overrides < ARGS < the variant < seed and GPUS."""
+    extra = parse_overrides(args or [])
+    if gpus:
+        extra |= {"trainer.accelerator": "gpu", "trainer.devices": gpus}
+    prof = profile_overrides(profile, config_dir)
+    runs = []
+    order = [ablation.baseline] + [v for v in ablation.variants if v != ablation.baseline]
+    for variant in order:
+        layered = ablation.overrides | extra | ablation.variants[variant]
+        if gpus:
+            layered |= {"trainer.accelerator": "gpu", "trainer.devices": gpus}
+        for seed in seeds or ablation.seeds:
+            flat = layered | {"seed": seed}
+            try:
+                cfg = build_config(prof, flat, config_dir=config_dir)
+            except ConfigError as err:
+                raise ConfigError(f"ablation '{ablation.name}', variant '{variant}': {err}") from None
+            runs.append(RunSpec(ablation.name, variant, seed, cfg, _as_args(flat)))
+    return runs

@@ -1,0 +1,158 @@
+"""The LightningDataModule behind every dataset.
+
+Loaders yield uint8 images at their stored size; the model's `BatchPipeline`
+normalises and augments whole batches on its device. Sampling is by global
+batch: every epoch draws one permutation (from the run's seed and the epoch),
+cuts it into global batches of `data.batch_size`, and each of N devices takes
+its 1/N slice of each, so a run on 1 or 8 devices sees the same batches.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterator, Optional
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ablations.config import DataConfig
+from data.augment import TRAIN_AUGMENTS, image_statistics, stored_size
+from data.registry import ArraySplit, DataError, FileSplit, Split, decode, load_splits
+
+
+class SplitDataset(Dataset):
+    """A split as a dataset whose batches come out stacked (`__getitems__`)."""
+
+    def __init__(self, split: Split, side: int, sample_pipeline=None):
+        self.split, self.side, self.pipeline = split, side, sample_pipeline
+        self._pipeline_fn = None
+
+    def __len__(self) -> int:
+        return len(self.split.labels)
+
+    def _image(self, i: int) -> torch.Tensor:
+        if isinstance(self.split, ArraySplit):
+            return self.split.images[i]
+        try:
+            return torch.from_numpy(decode(self.split.files[i], self.side))
+        except Exception as err:
+            raise DataError(f"cannot read image {self.split.files[i]}: {err}") from None
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices)
+        if isinstance(self.split, ArraySplit) and self.pipeline is None:
+            return self.split.images[idx], self.split.labels[idx]
+        images = [self._image(i) for i in indices]
+        if self.pipeline is not None:
+            if self._pipeline_fn is None:
+                self._pipeline_fn = self.pipeline()
+            images = [torch.from_numpy(np.ascontiguousarray(self._pipeline_fn(im.permute(1, 2, 0).numpy()).transpose(2, 0, 1))) for im in images]
+        labels = self.split.labels[idx] if isinstance(self.split, ArraySplit) else torch.tensor([self.split.labels[i] for i in indices])
+        return torch.stack(images), labels
+
+    def __getitem__(self, i: int):
+        images, labels = self.__getitems__([i])
+        return images[0], labels[0]
+
+
+def _batch(data):
+    return data  # `__getitems__` already stacked the batch
+
+
+class GlobalBatchSampler(DistributedSampler):
+    """Training order: a seeded permutation per epoch cut into global batches;
+    this rank yields its slice of each global batch. The last partial batch is dropped."""
+
+    def __init__(self, n: int, global_batch: int, num_replicas: int, rank: int, seed: int):
+        self.n, self.global_batch, self.num_replicas, self.rank, self.seed = n, global_batch, num_replicas, rank, seed
+        self.local = global_batch // num_replicas
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return (self.n // self.global_batch) * self.local
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        perm = torch.randperm(self.n, generator=g)
+        for b in range(self.n // self.global_batch):
+            start = b * self.global_batch + self.rank * self.local
+            yield from perm[start : start + self.local].tolist()
+
+
+class ShardSampler(DistributedSampler):
+    """Evaluation order: rank r takes the r-th contiguous shard, so the ranks
+    together cover the split exactly once (no padding, no repeats)."""
+
+    def __init__(self, n: int, num_replicas: int, rank: int):
+        per = math.ceil(n / num_replicas)
+        self.indices = list(range(rank * per, min(n, (rank + 1) * per)))
+        self.num_replicas, self.rank, self.epoch = num_replicas, rank, 0
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+
+class AblationDataModule(L.LightningDataModule):
+    def __init__(self, cfg: DataConfig, image_size: int, seed: int = 0, cache_dir: Optional[Path] = None):
+        super().__init__()
+        self.cfg, self.image_size, self.seed = cfg, image_size, seed
+        self.side = stored_size(image_size)
+        self.cache_dir = cache_dir if cache_dir is not None else Path(cfg.root) / ".cache"
+        self.splits = None
+        self.stats: dict[str, torch.Tensor] = {}
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.splits is not None:
+            return
+        self.splits = load_splits(self.cfg, self.side, self.cache_dir)
+        if len(self.splits.train.labels) < self.cfg.batch_size:
+            raise DataError(
+                f"the training split has {len(self.splits.train.labels)} images, fewer than data.batch_size={self.cfg.batch_size}; "
+                "lower data.batch_size or use more data"
+            )
+        train = self.splits.train
+        if isinstance(train, FileSplit):
+            picks = np.random.default_rng(0).permutation(len(train.files))[:1000]
+            sample = torch.from_numpy(np.stack([decode(train.files[i], self.side) for i in picks]))
+        else:
+            sample = train.images
+        self.stats = image_statistics(sample)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.splits.classes)
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def _loader(self, dataset: Dataset, sampler: DistributedSampler, batch_size: int) -> DataLoader:
+        workers = self.cfg.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=_batch,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        world, rank = self._world()
+        augment = TRAIN_AUGMENTS[self.cfg.augment]
+        dataset = SplitDataset(self.splits.train, self.side, augment.sample_pipeline)
+        sampler = GlobalBatchSampler(len(dataset), self.cfg.batch_size, world, rank, self.seed)
+        return self._loader(dataset, sampler, self.cfg.batch_size // world)
+
+    def val_dataloader(self) -> DataLoader:
+        world, rank = self._world()
+        dataset = SplitDataset(self.splits.val, self.side)
+        return self._loader(dataset, ShardSampler(len(dataset), world, rank), self.cfg.batch_size // world)

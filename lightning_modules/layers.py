@@ -1,0 +1,50 @@
+"""Registries of the layer choices that the ablations switch.
+
+Each registry maps a config value to a factory. Adding a choice is one line
+here; the config validation, the tests and the ablation files find it by name.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+# model.activation: name -> () -> module
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.01, inplace=True),
+}
+
+
+class PaperLRN(nn.LocalResponseNorm):
+    """Local response normalisation exactly as in the paper (section 3.3).
+
+    b_i = a_i / (k + alpha * sum_{j=i-n/2}^{i+n/2} a_j^2) ** beta
+
+    torch's LocalResponseNorm averages the squares over the window (it divides
+    alpha by n), so the paper's alpha is passed as alpha * n.
+    """
+
+    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0):
+        super().__init__(size=size, alpha=alpha * size, beta=beta, k=k)
+        self.paper_alpha = alpha
+
+    def extra_repr(self) -> str:
+        return f"n={self.size}, alpha={self.paper_alpha}, beta={self.beta}, k={self.k}"
+
+
+# model.norm: name -> (channels) -> module
+NORMS: dict[str, Callable[[int], nn.Module]] = {
+    "lrn": lambda channels: PaperLRN(),
+    "batchnorm": nn.BatchNorm2d,
+    "none": lambda channels: nn.Identity(),
+}
+
+# model.pool: name -> (ceil_mode) -> module
+POOLS: dict[str, Callable[[bool], nn.Module]] = {
+    "overlapping": lambda ceil_mode: nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=ceil_mode),
+    "non_overlapping": lambda ceil_mode: nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=ceil_mode),
+}
