@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 from ablations import tracking
 from ablations.config import CONFIG_DIR, ROOT, ConfigError
 
-REPORT_DIR = ROOT / "reports"
+REPORT_DIR = Path(os.environ.get("ABLATION_REPORTS") or ROOT / "reports")
 TARGET_TRAIN_ERR = 0.25  # the paper's Figure 1 measure
 
 
@@ -292,8 +293,10 @@ def render(name: str, description: str, baseline: str, rows: list[VariantRow], m
     return "\n".join(lines)
 
 
-def write_report(name: str, parent_id: Optional[str] = None, config_dir: Path = CONFIG_DIR, out_dir: Path = REPORT_DIR) -> Path:
+def write_report(name: str, parent_id: Optional[str] = None, config_dir: Path = CONFIG_DIR, out_dir: Optional[Path] = None) -> Path:
     from ablations.spec import load_ablation
+
+    out_dir = out_dir or REPORT_DIR
 
     try:
         ablation = load_ablation(name, config_dir)
@@ -342,8 +345,9 @@ def write_report(name: str, parent_id: Optional[str] = None, config_dir: Path = 
     return folder / "report.md"
 
 
-def write_summary(out_dir: Path = REPORT_DIR) -> Optional[Path]:
+def write_summary(out_dir: Optional[Path] = None) -> Optional[Path]:
     """reports/summary.md: every ablation's variants against its baseline in one table."""
+    out_dir = out_dir or REPORT_DIR
     entries = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*/summary.json"))]
     if not entries:
         return None

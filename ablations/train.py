@@ -21,7 +21,7 @@ from typing import Optional
 from ablations.config import CONFIG_DIR, ROOT, Config, ConfigError, load_config
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
-CHECKPOINT_ROOT = ROOT / "checkpoints"
+CHECKPOINT_ROOT = Path(os.environ.get("ABLATION_CHECKPOINTS") or ROOT / "checkpoints")
 
 
 def resolved_sizes(cfg: Config) -> int:
