@@ -83,6 +83,12 @@ class TrainerConfig:
     deterministic: bool = False
 
 
+# Keys that change where and how fast a run goes, not what it computes.
+EXECUTION_KEYS = frozenset(
+    {"trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.threads", "trainer.log_every_n_steps", "data.num_workers", "data.root", "data.download"}
+)
+
+
 @dataclass
 class Config:
     seed: int = 0
@@ -99,8 +105,10 @@ class Config:
         return flatten(self.to_dict())
 
     def hash(self) -> str:
-        """Identifies what is trained; equal configs give equal hashes."""
-        blob = json.dumps(self.to_dict(), sort_keys=True)
+        """Identifies what is trained: equal hashes, the same experiment. Keys that
+        only say where and how fast it runs (devices, threads, workers, logging)
+        are left out, so a run on 1 or 8 devices counts as the same."""
+        blob = json.dumps({k: v for k, v in self.flat().items() if k not in EXECUTION_KEYS}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def dump(self) -> str:
@@ -163,6 +171,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value

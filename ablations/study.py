@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -40,7 +41,7 @@ _print_lock = threading.Lock()
 class Outcome:
     spec: RunSpec
     run_id: str
-    status: str  # FINISHED, SKIPPED, FAILED, KILLED
+    status: str  # FINISHED, SKIPPED, REUSED, FAILED, KILLED
     reason: str = ""
     seconds: float = 0.0
 
@@ -81,8 +82,44 @@ def find_existing(client, experiment_id: str, spec: RunSpec) -> list:
     )
 
 
+def find_elsewhere(client, spec: RunSpec):
+    """A FINISHED run of the same config in any experiment (e.g. the baseline,
+    which every ablation shares), or None."""
+    runs = tracking.retry(
+        client.search_runs,
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string=f"tags.config_hash = '{spec.config.hash()}' and attributes.status = 'FINISHED'",
+        max_results=50,
+    )
+    runs = [r for r in runs if "reused_from" not in r.data.tags]
+    return runs[0] if runs else None
+
+
+def copy_run(client, source, experiment_id: str, tags: dict[str, str], run_name: str) -> str:
+    """Records a finished run of an identical config in this study: params, the
+    full metric histories and the artifacts, with tag reused_from=<source run>."""
+    from mlflow.entities import Metric, Param
+
+    run = tracking.retry(client.create_run, experiment_id, tags=tags | {"reused_from": source.info.run_id}, run_name=run_name)
+    run_id = run.info.run_id
+    params = [Param(k, v) for k, v in source.data.params.items()]
+    for i in range(0, len(params), 100):
+        tracking.retry(client.log_batch, run_id, params=params[i : i + 100])
+    metrics = [Metric(m.key, m.value, m.timestamp, m.step) for key in source.data.metrics for m in client.get_metric_history(source.info.run_id, key)]
+    for i in range(0, len(metrics), 1000):
+        tracking.retry(client.log_batch, run_id, metrics=metrics[i : i + 1000])
+    with tempfile.TemporaryDirectory() as tmp:
+        for item in client.list_artifacts(source.info.run_id):
+            if item.path == "checkpoints":
+                continue  # large, and kept with the source run
+            local = client.download_artifacts(source.info.run_id, item.path, tmp)
+            tracking.retry(client.log_artifact, run_id, local)
+    tracking.retry(client.set_terminated, run_id, "FINISHED")
+    return run_id
+
+
 def plan_run(client, experiment_id: str, parent_id: str, spec: RunSpec, force: bool) -> tuple[str, Optional[str]]:
-    """Returns ("skip", run_id), ("resume", run_id) or ("new", None)."""
+    """Returns ("skip", run_id), ("resume", run_id), ("reuse", source_run_id) or ("new", None)."""
     from ablations.train import CHECKPOINT_ROOT
 
     existing = find_existing(client, experiment_id, spec)
@@ -101,6 +138,10 @@ def plan_run(client, experiment_id: str, parent_id: str, spec: RunSpec, force: b
         if status == "RUNNING":  # stale, nothing to resume from
             tracking.retry(client.set_tag, run.info.run_id, "failure_reason", "stale: its study was killed before the first checkpoint")
             tracking.retry(client.set_terminated, run.info.run_id, "KILLED")
+    if not force:
+        source = find_elsewhere(client, spec)
+        if source is not None:
+            return "reuse", source.info.run_id
     return "new", None
 
 
@@ -188,6 +229,10 @@ class Study:
             "profile": self.profile or "",
             "baseline": str(spec.variant == self.ablation.baseline).lower(),
         }
+        if action == "reuse":
+            new_id = copy_run(client, client.get_run(run_id), experiment_id, tags, spec.name)
+            _say(f"reuse  {spec.name}: identical config finished in run {run_id}")
+            return Outcome(spec, new_id, "REUSED")
         if action == "new":
             run = tracking.retry(client.create_run, experiment_id, tags=tags, run_name=spec.name)
             run_id = run.info.run_id
@@ -285,9 +330,11 @@ class Study:
             _say(f"report failed: {type(err).__name__}: {err}")
             failed.append(Outcome(self.runs[0], parent_id, "FAILED", f"report: {err}"))
         tracking.retry(client.set_terminated, parent_id, "FAILED" if failed else "FINISHED")
-        done = sum(o.status == "FINISHED" for o in outcomes)
-        skipped = sum(o.status == "SKIPPED" for o in outcomes)
-        _say(f"study '{self.ablation.name}': {done} trained, {skipped} skipped (finished before), {len(failed)} failed")
+        count = {s: sum(o.status == s for o in outcomes) for s in ("FINISHED", "SKIPPED", "REUSED")}
+        _say(
+            f"study '{self.ablation.name}': {count['FINISHED']} trained, {count['SKIPPED']} skipped (finished before), "
+            f"{count['REUSED']} reused (same config finished in another study), {len(failed)} failed"
+        )
         for o in failed:
             _say(f"  FAILED {o.spec.name} (run {o.run_id}): {o.reason.splitlines()[-1] if o.reason else ''}")
         return EXIT_FAILED if failed else 0

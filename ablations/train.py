@@ -16,7 +16,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from ablations.config import CONFIG_DIR, ROOT, Config, ConfigError, load_config
 
@@ -43,10 +43,60 @@ def check_devices(cfg: Config) -> None:
             raise ConfigError(f"trainer.devices={t.devices} but only {have} GPU(s) are visible; use trainer.devices={have} or fewer")
     elif t.accelerator == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("trainer.accelerator=mps but MPS is not available; use trainer.accelerator=cpu")
+    elif t.devices * t.num_nodes > 1 and cfg.model.norm == "batchnorm" and cfg.model.sync_batchnorm:
+        raise ConfigError(
+            f"model.norm=batchnorm with model.sync_batchnorm=true on {t.devices * t.num_nodes} processes needs CUDA GPUs (torch's SyncBatchNorm does not run on CPU); "
+            "set model.sync_batchnorm=false (each process then normalises over its own slice of the global batch)"
+        )
 
 
 def _rank() -> int:
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", os.environ.get("SLURM_PROCID", "0"))))
+    try:  # set by Lightning from the launcher's environment, and exact once a Trainer exists
+        from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+        return int(getattr(rank_zero_only, "rank", 0))
+    except ImportError:
+        return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", os.environ.get("SLURM_PROCID", "0"))))
+
+
+RUN_ID_ENV = "ABLATION_RUN_ID"  # the MLflow run every rank of a multi-process run trains into
+
+
+def _agree_run_id(trainer, logger) -> str:
+    """The MLflow run of a run started without --run-id: created once, by global
+    rank 0, and known to every rank before training (the checkpoint folder and the
+    resume decision depend on it). Lightning's own launcher starts the other local
+    ranks later, with RUN_ID_ENV in their environment; processes started by
+    torchrun or SLURM have no common parent, so rank 0 broadcasts the id."""
+    from ablations import tracking
+
+    run_id = tracking.retry(lambda: logger.run_id) if trainer.global_rank == 0 else None
+    if trainer.world_size > 1 and trainer.strategy.cluster_environment.creates_processes_externally:
+        trainer.strategy.setup_environment()  # the process group fit() would set up; it is reused there
+        run_id = trainer.strategy.broadcast(run_id, src=0)
+    if not run_id:
+        raise ConfigError(
+            f"global rank {trainer.global_rank} of a run launched without torchrun or SLURM does not know its MLflow run: "
+            f"create the run first and pass --run-id (or set {RUN_ID_ENV}) on every node"
+        )
+    return run_id
+
+
+def _mark_failed(run_id: str, err: BaseException, rank: int) -> None:
+    """Marks the run FAILED (KILLED when interrupted) with the reason, from whichever
+    rank failed first; a rank that fails because another one died leaves it be."""
+    from ablations import tracking
+
+    try:
+        client = tracking.client()
+        if tracking.retry(client.get_run, run_id).info.status != "RUNNING":
+            return
+        reason = (f"rank {rank}: " if rank else "") + f"{type(err).__name__}: {err}"
+        status = "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED"
+        tracking.retry(client.set_tag, run_id, "failure_reason", reason[:4000])
+        tracking.retry(client.set_terminated, run_id, status)
+    except Exception as store_err:  # keep the training error, which is the one to report
+        print(f"error: could not mark run {run_id} {type(err).__name__}: {store_err}", file=sys.stderr)
 
 
 def _filters_png(net, path: Path) -> None:
@@ -63,6 +113,26 @@ def _filters_png(net, path: Path) -> None:
     save_image(make_grid(w, nrow=16 if len(w) > 32 else 8, padding=2, pad_value=1.0), path)
 
 
+FIRST_STEP_ENV = "ABLATION_FIRST_STEP_STAMP"
+
+
+def _first_step_stamp() -> list:
+    """With ABLATION_FIRST_STEP_STAMP=1, prints `first training step at <unix time>`
+    as the first training step starts: ablations/bench.py measures start-up with it."""
+    if not os.environ.get(FIRST_STEP_ENV):
+        return []
+    from lightning.pytorch.callbacks import LambdaCallback
+
+    done = []
+
+    def stamp(trainer, *_):
+        if not done and trainer.is_global_zero:
+            done.append(True)
+            print(f"first training step at {time.time():.3f}", flush=True)
+
+    return [LambdaCallback(on_train_batch_start=stamp)]
+
+
 def build_trainer(cfg: Config, logger, callbacks):
     import lightning as L
 
@@ -70,7 +140,12 @@ def build_trainer(cfg: Config, logger, callbacks):
     world = t.devices * t.num_nodes
     strategy = "auto"
     if world > 1:
+        import warnings
+
         from lightning.pytorch.strategies import DDPStrategy
+
+        # the module reduces its epoch metrics across ranks itself (as sums), before logging
+        warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
 
         strategy = DDPStrategy(process_group_backend="gloo" if t.accelerator == "cpu" else None)
     return L.Trainer(
@@ -94,8 +169,11 @@ def build_trainer(cfg: Config, logger, callbacks):
     )
 
 
-def run(cfg: Config, run_id: Optional[str] = None, experiment: str = "train", run_name: Optional[str] = None, tags: Optional[dict] = None) -> str:
+def run(
+    cfg: Config, run_id: Optional[str] = None, experiment: str = "train", run_name: Optional[str] = None, tags: Optional[dict] = None, callbacks: Sequence = ()
+) -> str:
     """Trains `cfg` into MLflow run `run_id` (created if None); returns the run id.
+    `callbacks`: extra Lightning callbacks (ablations/bench.py times steps with one).
     Resumes from the run's last checkpoint if there is one."""
     import lightning as L
     import torch
@@ -117,31 +195,42 @@ def run(cfg: Config, run_id: Optional[str] = None, experiment: str = "train", ru
     num_classes = cfg.model.num_classes or dm.num_classes
     model = AlexNetModule(cfg, num_classes, image_size, dm.stats)
 
-    logger = RunLogger(experiment_name=experiment, run_name=run_name, run_id=run_id, tracking_uri=tracking.tracking_uri(), tags=tags)
-    rank0 = _rank() == 0
-    if rank0:
-        run_id = logger.run_id
-        params = cfg.flat() | {"data.image_size": image_size, "model.num_classes": num_classes}
-        tracking.retry(logger.log_hyperparams, params)
-        logger.experiment.set_tag(run_id, "config_hash", cfg.hash())
-    ckpt_dir = CHECKPOINT_ROOT / (run_id or os.environ.get("ABLATION_RUN_ID", "unnamed"))
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_last=False, save_top_k=1, every_n_epochs=1, enable_version_counter=False)
-    trainer = build_trainer(cfg, logger, [checkpoint])
-    last = ckpt_dir / "last.ckpt"
-    resume = str(last) if last.exists() else None
-    if resume and rank0:
-        print(f"resuming from {last}", flush=True)
+    given_run = run_id or os.environ.get(RUN_ID_ENV) or None
+    logger = RunLogger(experiment_name=experiment, run_name=run_name, run_id=given_run, tracking_uri=tracking.tracking_uri(), tags=tags)
+    # the folder is set below, once every rank knows the run id
+    checkpoint = ModelCheckpoint(dirpath=None, filename="last", save_last=False, save_top_k=1, every_n_epochs=1, enable_version_counter=False)
+    trainer = build_trainer(cfg, logger, [checkpoint, *callbacks, *_first_step_stamp()])
+    rank0 = trainer.global_rank == 0
+    run_id = given_run or _agree_run_id(trainer, logger)
+    ckpt_dir = CHECKPOINT_ROOT / run_id
+    checkpoint.dirpath = os.path.realpath(ckpt_dir)
+    launched_env = None
     try:
+        if rank0:
+            params = cfg.flat() | {"data.image_size": image_size, "model.num_classes": num_classes}
+            if given_run:  # resuming: MLflow refuses to change a logged param (e.g. threads)
+                logged = logger.experiment.get_run(run_id).data.params
+                params = {k: v for k, v in params.items() if k not in logged}
+            tracking.retry(logger.log_hyperparams, params)
+            tracking.retry(logger.experiment.set_tag, run_id, "config_hash", cfg.hash())
+            if given_run:  # resumed or created by a study: training again
+                tracking.retry(logger.experiment.update_run, run_id, status="RUNNING")
+        last = ckpt_dir / "last.ckpt"
+        resume = str(last) if last.exists() else None
+        if resume and rank0:
+            print(f"resuming from {last}", flush=True)
+        if trainer.world_size > 1 and RUN_ID_ENV not in os.environ:
+            # Lightning's launcher starts the other local ranks with this environment
+            launched_env = os.environ[RUN_ID_ENV] = run_id
         trainer.fit(model, datamodule=dm, ckpt_path=resume, weights_only=True)
     except BaseException as err:
-        if rank0 and logger.run_id:
-            reason = f"{type(err).__name__}: {err}"[:4000]
-            status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
-            tracking.retry(logger.experiment.set_tag, logger.run_id, "failure_reason", reason)
-            tracking.retry(logger.experiment.set_terminated, logger.run_id, status)
+        _mark_failed(run_id, err, trainer.global_rank)
         raise
+    finally:
+        if launched_env is not None:
+            os.environ.pop(RUN_ID_ENV, None)
     if rank0:
         client = logger.experiment
         with tempfile.TemporaryDirectory() as tmp:

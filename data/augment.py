@@ -53,18 +53,24 @@ TRAIN_AUGMENTS: dict[str, TrainAugment] = {
 }
 
 
-def image_statistics(images: torch.Tensor, max_images: int = 10_000, seed: int = 0) -> dict[str, torch.Tensor]:
+def image_statistics(images: torch.Tensor, max_images: int = 10_000, seed: int = 0, chunk: int = 64) -> dict[str, torch.Tensor]:
     """Per-channel mean and std and the RGB covariance's eigen-decomposition
     (the paper's PCA lighting), from up to `max_images` uint8 NCHW images, in [0, 1] units."""
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(images), generator=g)[:max_images]
-    pixels = images[idx].permute(1, 0, 2, 3).reshape(3, -1).double() / 255.0
-    mean = pixels.mean(dim=1)
-    cov = torch.cov(pixels)
+    # accumulated in chunks: a float64 copy of 10,000 images at 256 px would take 16 GB
+    n, total, outer = 0, torch.zeros(3, dtype=torch.float64), torch.zeros(3, 3, dtype=torch.float64)
+    for start in range(0, len(idx), chunk):
+        pixels = images[idx[start : start + chunk]].permute(1, 0, 2, 3).reshape(3, -1).double() / 255.0
+        n += pixels.shape[1]
+        total += pixels.sum(dim=1)
+        outer += pixels @ pixels.T
+    mean = total / n
+    cov = (outer - n * torch.outer(mean, mean)) / max(n - 1, 1)
     eigval, eigvec = torch.linalg.eigh(cov)
     return {
         "mean": mean.float(),
-        "std": pixels.std(dim=1).clamp_min(1e-3).float(),
+        "std": cov.diagonal().clamp_min(0).sqrt().clamp_min(1e-3).float(),
         "eigval": eigval.clamp_min(0).float(),
         "eigvec": eigvec.float(),  # columns are eigenvectors
     }

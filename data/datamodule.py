@@ -9,7 +9,6 @@ its 1/N slice of each, so a run on 1 or 8 devices sees the same batches.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -84,11 +83,13 @@ class GlobalBatchSampler(DistributedSampler):
 
 class ShardSampler(DistributedSampler):
     """Evaluation order: rank r takes the r-th contiguous shard, so the ranks
-    together cover the split exactly once (no padding, no repeats)."""
+    together cover the split exactly once (no padding, no repeats). Shard sizes
+    differ by at most one, so no rank is left empty while another has several."""
 
     def __init__(self, n: int, num_replicas: int, rank: int):
-        per = math.ceil(n / num_replicas)
-        self.indices = list(range(rank * per, min(n, (rank + 1) * per)))
+        per, extra = divmod(n, num_replicas)
+        start = rank * per + min(rank, extra)
+        self.indices = list(range(start, start + per + (rank < extra)))
         self.num_replicas, self.rank, self.epoch = num_replicas, rank, 0
 
     def __len__(self) -> int:

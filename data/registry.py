@@ -7,6 +7,7 @@ memory (uint8 N x 3 x S x S) or a list of image files to decode on the fly.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -96,12 +97,13 @@ def materialise(split: FileSplit, side: int, cfg: DataConfig, what: str, cache_d
             except Exception:  # PIL raises many kinds for broken files
                 bad.append(f)
         _bad_files(cfg, bad, len(split.files), what)
-        keep = [i for i, f in enumerate(split.files) if f not in set(bad)]
+        bad_set = set(bad)
+        keep = [i for i, f in enumerate(split.files) if f not in bad_set]
         return FileSplit([split.files[i] for i in keep], [split.labels[i] for i in keep])
     key = hashlib.sha256(f"{side}:{cfg.bad_files}".encode())
-    for f in split.files:
+    for f, label in zip(split.files, split.labels):
         st = f.stat()
-        key.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+        key.update(f"{f}:{st.st_size}:{st.st_mtime_ns}:{label}".encode())
     cache = cache_dir / f"decoded-{key.hexdigest()[:16]}.npz" if cache_dir else None
     if cache is not None and cache.exists():
         with np.load(cache) as z:
@@ -117,10 +119,15 @@ def materialise(split: FileSplit, side: int, cfg: DataConfig, what: str, cache_d
     arr = np.stack(images) if images else np.zeros((0, 3, side, side), np.uint8)
     lab = np.asarray(labels, np.int64)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, images=arr, labels=lab)
-        tmp.replace(cache)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, images=arr, labels=lab)
+            tmp.replace(cache)
+        except OSError as err:  # a read-only or full data folder: train without the cache
+            log.warning("cannot write the decoded-image cache %s (%s); decoding again next time", cache, err)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
     return ArraySplit(torch.from_numpy(arr), torch.from_numpy(lab))
 
 
@@ -135,12 +142,17 @@ def _subset(split: Split, size: int | None, seed: int) -> Split:
     return FileSplit([split.files[i] for i in idx], [split.labels[i] for i in idx])
 
 
-def _resize_array(images: np.ndarray, side: int) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(images))
+def _resize_array(images: np.ndarray | torch.Tensor, side: int, chunk: int = 256) -> torch.Tensor:
+    t = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
     if t.shape[-1] == side:
         return t
-    out = torch.nn.functional.interpolate(t.float(), size=(side, side), mode="bilinear", antialias=True, align_corners=False)
-    return out.round_().clamp_(0, 255).to(torch.uint8)
+    out = torch.empty((t.shape[0], t.shape[1], side, side), dtype=torch.uint8)
+    for start in range(0, t.shape[0], chunk):  # in chunks: a float copy of the whole set may not fit
+        part = torch.nn.functional.interpolate(
+            t[start : start + chunk].float(), size=(side, side), mode="bilinear", antialias=True, align_corners=False
+        )
+        out[start : start + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
+    return out
 
 
 def _missing(name: str, where: Path, how: str) -> DataError:
@@ -176,32 +188,47 @@ def shapes(cfg: DataConfig, side: int) -> Splits:
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 
 
+CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+
+
 def read_cifar10(folder: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
     """CIFAR-10's python batches: data_batch_1..5, test_batch, batches.meta."""
     out = {}
-    for split, names in (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("val", ["test_batch"])):
-        xs, ys = [], []
-        for name in names:
-            with open(folder / name, "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")
-            xs.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(batch[b"labels"], np.int64))
-        out[split] = (np.concatenate(xs), np.concatenate(ys))
-    with open(folder / "batches.meta", "rb") as fh:
-        meta = pickle.load(fh, encoding="bytes")
-    return out, [c.decode() for c in meta[b"label_names"]]
+    try:
+        for split, names in (("train", CIFAR10_FILES[:5]), ("val", ["test_batch"])):
+            xs, ys = [], []
+            for name in names:
+                with open(folder / name, "rb") as fh:
+                    batch = pickle.load(fh, encoding="bytes")
+                xs.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32))
+                ys.append(np.asarray(batch[b"labels"], np.int64))
+            out[split] = (np.concatenate(xs), np.concatenate(ys))
+        with open(folder / "batches.meta", "rb") as fh:
+            meta = pickle.load(fh, encoding="bytes")
+        classes = [c.decode() for c in meta[b"label_names"]]
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError, TypeError) as err:
+        raise DataError(
+            f"cannot read CIFAR-10 from {folder} ({type(err).__name__}: {err}); delete the folder and "
+            f"set data.download=true, or extract {CIFAR10_URL} there again."
+        ) from None
+    return out, classes
 
 
 def cifar10(cfg: DataConfig, side: int) -> Splits:
     root = Path(cfg.root)
     folder = root / "cifar-10-batches-py"
-    if not (folder / "batches.meta").exists():
+    if not all((folder / name).exists() for name in CIFAR10_FILES):
         if not cfg.download:
             raise _missing("cifar10", folder, f"Set data.download=true, or extract {CIFAR10_URL} into {root}.")
         _download(CIFAR10_URL, root, "cifar10")
     arrays, classes = read_cifar10(folder)
-    train, val = (ArraySplit(_resize_array(x, side), torch.from_numpy(y)) for x, y in (arrays["train"], arrays["val"]))
-    return Splits(train, val, classes)
+    splits = []
+    for (x, y), size in ((arrays["train"], cfg.train_size), (arrays["val"], cfg.val_size)):
+        # subset before resizing (as load_splits would after it: same images), so that a
+        # small subset at a large side does not resize the whole set
+        split = _subset(ArraySplit(torch.from_numpy(x), torch.from_numpy(y)), size, cfg.seed)
+        splits.append(ArraySplit(_resize_array(split.images, side), split.labels))
+    return Splits(splits[0], splits[1], classes)
 
 
 FLOWERS17_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/17flowers.tgz"

@@ -63,9 +63,10 @@ def make_shapes(n: int, size: int, seed: int, split: str, chunk: int = 2048) -> 
         close = np.abs(fg - bg).sum(axis=1, keepdims=True) < 0.6
         fg = np.where(close, 1.0 - bg, fg)
         gradient = rng.uniform(-0.2, 0.2, (m, 3, 1, 1)) * xx[None, None] + rng.uniform(-0.2, 0.2, (m, 3, 1, 1)) * yy[None, None]
-        img = np.where(mask, fg, bg + gradient)
-        img = img + rng.normal(0.0, rng.uniform(0.02, 0.1, (m, 1, 1, 1)), img.shape)
+        noise = rng.normal(0.0, rng.uniform(0.02, 0.1, (m, 1, 1, 1)), (m, 3, size, size))
         mirror = rng.uniform(size=m) < p_mirror
-        img[mirror] = img[mirror][..., ::-1]
+        if mirror.any():  # mirror the shape about its own axis, where it stands (not the image)
+            mask[mirror] = _masks(lab[mirror], -u[mirror], v[mirror])[:, None]
+        img = np.where(mask, fg, bg + gradient) + noise
         images[start : start + m] = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
     return images, labels.astype(np.int64)

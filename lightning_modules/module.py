@@ -23,6 +23,8 @@ class AlexNetModule(L.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.net = build_network(cfg.model, num_classes, image_size)
+        if cfg.trainer.channels_last:  # the kernels too, or every convolution converts them on each call
+            self.net = self.net.to(memory_format=torch.channels_last)
         self.pipeline = BatchPipeline(image_size, stats, TRAIN_AUGMENTS[cfg.data.augment], cfg.data.ten_crop)
         self.loss = nn.CrossEntropyLoss()
         self._sums: dict[str, torch.Tensor] = {}
@@ -65,13 +67,20 @@ class AlexNetModule(L.LightningModule):
             raise NonFiniteLossError(f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, step {self.global_step}")
         self._accumulate("train", loss, logits, y)
         if self.global_step % self.cfg.trainer.log_every_n_steps == 0:
-            self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=False)
+            # averaged over the ranks' equal slices: the loss of the global batch, as on one device
+            self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=False, sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch
         logits = self(x)
         self._accumulate("val", self.loss(logits, y), logits, y)
+
+    def on_train_start(self) -> None:
+        # Lightning seeds every rank alike (same initial weights); from here each rank
+        # draws its own dropout masks and augmentations, as the slots of one big batch would
+        if self.trainer.world_size > 1:
+            torch.manual_seed(self.cfg.seed * 1_000_003 + self.global_rank)
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()

@@ -1,0 +1,660 @@
+"""Performance, measured side by side with bare PyTorch.
+
+    python -m ablations.bench            # the full table (make bench; 3 to 4 min on 2 CPU cores)
+    python -m ablations.bench --quick    # a tiny run that only checks that the bench works
+
+What it measures, and how:
+
+* Training throughput (images/s) of the suite's real training path,
+  `ablations.train.run` (the datamodule and its loader, AlexNetModule with its
+  BatchPipeline, the RunLogger MLflow logger on a temporary SQLite store,
+  ModelCheckpoint, `L.Trainer.fit`), against a bare PyTorch loop with the same
+  network, data, batch, SGD settings, batch augmentation and thread count.
+  Steady state: each repeat times N steps after W warm-up steps, from the start
+  of step W to the start of step W+N (each interval holds one batch fetch, one
+  BatchPipeline call and one optimiser step); repeats are interleaved (suite,
+  bare, suite, bare, ...) and the medians compared. `cifar` at 32 px on the CPU;
+  `alexnet` at 227 px in bf16-mixed with channels_last only on a CUDA GPU.
+* MLflow logging: RunLogger.log_metrics timed per call (directly, and every
+  call made in the suite runs), as a share of the suite's step time.
+* Data pipeline: images/s of the training loader alone, built as the datamodule
+  builds it, in one process with one thread (what one loader worker does), and
+  of BatchPipeline.train_batch on the CPU, per augmentation setting, at 32 px and
+  227 px (stored at 256 px); and whether the loader keeps up with training at
+  the default worker count.
+* Start-up: `python -m ablations.train --profile smoke` in a fresh process, from
+  the command to the first training step (train prints a timestamp there when
+  ABLATION_FIRST_STEP_STAMP=1).
+* `make demo`'s wall time, from reports/demo_time.txt when `make demo` wrote it.
+
+The table goes to stdout, progress to stderr; `--json PATH` also writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Optional
+
+from ablations.config import ROOT, Config, load_config
+
+# Goals (the issue "Performance: measured side by side with bare PyTorch").
+GOAL_RATIO = 0.97  # suite / bare training throughput, cifar on the CPU
+GOAL_LOGGING = 0.01  # MLflow logging time / training time at the default log_every_n_steps
+GOAL_INLINE_LOADER = 0.05  # num_workers=0: loading runs inline, so at most this share of the step
+GOAL_WORKER_HEADROOM = 1.2  # num_workers>0: the workers together supply this much more than training uses
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    train_images: int  # cifar runs, 32 px
+    batch: int
+    warmup: int  # steps before timing, in every repeat
+    steps: int  # timed steps per repeat
+    repeats: int
+    log_calls: int  # direct RunLogger.log_metrics calls timed
+    loader_batches: int  # batches timed per loader measurement
+    pipeline_calls: int  # BatchPipeline calls timed per measurement
+    big_batch: int  # batch for the 227 px data pipeline
+    gpu_warmup: int
+    gpu_steps: int
+
+
+FULL = Sizes(8192, 128, 4, 12, 3, 20, 8, 3, 128, 10, 40)
+QUICK = Sizes(256, 32, 1, 2, 1, 3, 2, 1, 8, 2, 3)
+AUGMENTS = ("none", "paper", "extended")
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+# ------------------------------------------------------------------ environment
+
+
+def machine() -> dict:
+    import lightning
+    import mlflow
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 1
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "cpu": cpu,
+        "cpu_cores": usable,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "mlflow": mlflow.__version__,
+        "python": platform.python_version(),
+        "gpu": gpu,
+    }
+
+
+@contextlib.contextmanager
+def quiet():
+    """Swallows a run's chatter (Lightning's banners, the epoch lines) and keeps
+    stderr off a terminal, so there is no progress bar, as in studies; shows it on failure."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            warnings.simplefilter("ignore")
+            yield
+    except BaseException:
+        sys.stderr.write(out.getvalue()[-4000:] + err.getvalue()[-4000:])
+        raise
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def memo_shapes():
+    """Generates each `shapes` set once for the whole bench (the suite's runs
+    would otherwise draw it again every repeat, outside the timed steps), and
+    draws 256 px sets at 32 px and resizes them: drawing shapes at 256 px takes
+    about a minute per thousand images here, and the content does not change the
+    speed of anything timed."""
+    from data import registry
+
+    original = registry.DATASETS["shapes"]
+    cache: dict = {}
+
+    def shapes(cfg, side):
+        key = (cfg.train_size, cfg.val_size, cfg.seed, side)
+        if key not in cache:
+            if side <= 64:
+                cache[key] = original(cfg, side)
+            else:
+                small = original(dataclasses.replace(cfg, train_size=min(cfg.train_size or 1024, 1024)), 32)
+                cache[key] = registry.Splits(_upsample(small.train, cfg.train_size or 1024, side), _upsample(small.val, cfg.val_size or 256, side), small.classes)
+        return cache[key]
+
+    registry.DATASETS["shapes"] = shapes
+    try:
+        yield
+    finally:
+        registry.DATASETS["shapes"] = original
+
+
+def _upsample(split, n: int, side: int):
+    import torch
+
+    from data.registry import ArraySplit, _resize_array
+
+    m = min(n, len(split.labels))
+    images = torch.cat([_resize_array(split.images[i : i + 128].numpy(), side) for i in range(0, m, 128)])
+    idx = torch.arange(n) % m  # repeat the drawn images up to n
+    return ArraySplit(images[idx], split.labels[idx])
+
+
+def bench_config(arch: str, threads_: int, gpu: bool, train_images: int, limit: int, batch: int) -> Config:
+    over = [
+        f"model.arch={arch}",
+        "data.name=shapes",
+        f"data.train_size={train_images}",
+        f"data.val_size={batch}",
+        f"data.batch_size={batch}",
+        "trainer.max_epochs=1",
+        f"trainer.limit_train_batches={limit}",
+        "trainer.limit_val_batches=1",
+        f"trainer.threads={threads_}",
+    ]
+    if gpu:
+        over += ["trainer.accelerator=gpu", "trainer.precision=bf16-mixed", "trainer.channels_last=true"]
+    else:
+        over += ["trainer.accelerator=cpu"]
+    return load_config(over)
+
+
+# ------------------------------------------------------------------ training
+
+
+def _step_timer(warmup: int, steps: int, sync: bool):
+    """A callback that stamps the start of steps `warmup` and `warmup + steps`,
+    and times every RunLogger.log_metrics call of the run."""
+    import lightning as L
+    import torch
+
+    class StepTimer(L.Callback):
+        def __init__(self):
+            self.stamps: dict[int, float] = {}
+            self.log_calls: list[float] = []
+
+        def on_fit_start(self, trainer, pl_module):
+            for lg in trainer.loggers:
+                inner = lg.log_metrics
+
+                def timed(*args, _inner=inner, **kwargs):
+                    t = time.perf_counter()
+                    try:
+                        return _inner(*args, **kwargs)
+                    finally:
+                        self.log_calls.append(time.perf_counter() - t)
+
+                lg.log_metrics = timed
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx in (warmup, warmup + steps):
+                if sync:
+                    torch.cuda.synchronize()
+                self.stamps[batch_idx] = time.perf_counter()
+
+    return StepTimer()
+
+
+def suite_once(cfg: Config, warmup: int, steps: int, name: str) -> dict:
+    """One real run (ablations.train.run) of warmup + steps + 1 training steps."""
+    from ablations import train
+
+    assert cfg.trainer.limit_train_batches == warmup + steps + 1
+    timer = _step_timer(warmup, steps, cfg.trainer.accelerator == "gpu")
+    with quiet():
+        train.run(cfg, experiment="bench", run_name=name, callbacks=[timer])
+    seconds = timer.stamps[warmup + steps] - timer.stamps[warmup]
+    return {"img_per_s": steps * cfg.data.batch_size / seconds, "step_s": seconds / steps, "log_calls": timer.log_calls}
+
+
+def bare_once(cfg: Config, images, labels, stats: dict, num_classes: int, warmup: int, steps: int) -> dict:
+    """The same training in plain PyTorch: index the in-memory uint8 images, augment
+    the batch with the same BatchPipeline, forward, cross-entropy, backward, SGD."""
+    import torch
+
+    from data.augment import TRAIN_AUGMENTS, BatchPipeline
+    from lightning_modules.networks import build_network
+    from ablations.train import resolved_sizes
+
+    gpu = cfg.trainer.accelerator == "gpu"
+    device = torch.device("cuda" if gpu else "cpu")
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    torch.manual_seed(cfg.seed)
+    size = resolved_sizes(cfg)
+    net = build_network(cfg.model, num_classes, size).to(device)
+    pipeline = BatchPipeline(size, stats, TRAIN_AUGMENTS[cfg.data.augment]).to(device)
+    if cfg.trainer.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    o = cfg.optim
+    decay = [p for p in net.parameters() if p.dim() > 1]
+    no_decay = [p for p in net.parameters() if p.dim() <= 1]
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, momentum=o.momentum)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.trainer.precision == "bf16-mixed")
+    b = cfg.data.batch_size
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.seed))
+    net.train()
+    stamps = {}
+    for i in range(warmup + steps + 1):
+        if i in (warmup, warmup + steps):
+            if gpu:
+                torch.cuda.synchronize()
+            stamps[i] = time.perf_counter()
+        if i == warmup + steps:
+            break
+        start = (i % (len(perm) // b)) * b
+        idx = perm[start : start + b]
+        x, y = images[idx], labels[idx]
+        if gpu:
+            x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        x = pipeline.train_batch(x)
+        if cfg.trainer.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    seconds = stamps[warmup + steps] - stamps[warmup]
+    return {"img_per_s": steps * b / seconds, "step_s": seconds / steps}
+
+
+def compare(cfg: Config, sizes: Sizes, warmup: int, steps: int, label: str) -> dict:
+    """Interleaved repeats: suite, bare, suite, bare, ...; medians."""
+    from data.datamodule import AblationDataModule
+    from ablations.train import resolved_sizes
+
+    dm = AblationDataModule(cfg.data, resolved_sizes(cfg), seed=cfg.seed)
+    dm.setup("fit")  # the same in-memory data the suite's datamodule gets (memo_shapes)
+    train = dm.splits.train
+    suite, bare = [], []
+    for r in range(sizes.repeats):
+        progress(f"{label}: suite run {r + 1}/{sizes.repeats}")
+        suite.append(suite_once(cfg, warmup, steps, f"{label}-suite-{r}"))
+        progress(f"{label}: bare loop {r + 1}/{sizes.repeats}")
+        bare.append(bare_once(cfg, train.images, train.labels, dm.stats, dm.num_classes, warmup, steps))
+    s, b = median([x["img_per_s"] for x in suite]), median([x["img_per_s"] for x in bare])
+    return {
+        "suite_img_per_s": s,
+        "bare_img_per_s": b,
+        "ratio": s / b,
+        "suite_runs": [x["img_per_s"] for x in suite],
+        "bare_runs": [x["img_per_s"] for x in bare],
+        "suite_step_s": median([x["step_s"] for x in suite]),
+        "bare_step_s": median([x["step_s"] for x in bare]),
+        "log_calls": [c for x in suite for c in x["log_calls"]],
+        "warmup": warmup,
+        "steps": steps,
+        "repeats": sizes.repeats,
+        "batch": cfg.data.batch_size,
+        "steps_per_epoch": len(train.labels) // cfg.data.batch_size,
+        "log_every_n_steps": cfg.trainer.log_every_n_steps,
+    }
+
+
+# ------------------------------------------------------------------ logging
+
+
+def log_metrics_cost(calls: int) -> list[float]:
+    """Direct RunLogger.log_metrics calls with what a logged training step sends."""
+    from ablations import tracking
+    from ablations.callbacks import RunLogger
+
+    logger = RunLogger(experiment_name="bench", run_name="log-metrics", tracking_uri=tracking.tracking_uri())
+    logger.log_metrics({"train_loss_step": 2.3, "epoch": 0.0}, step=0)  # creates the run
+    out = []
+    for i in range(1, calls + 1):
+        t = time.perf_counter()
+        logger.log_metrics({"train_loss_step": 2.3 - i * 1e-3, "epoch": 0.0}, step=i)
+        out.append(time.perf_counter() - t)
+    tracking.client().set_terminated(logger.run_id, "FINISHED")
+    return out
+
+
+# ------------------------------------------------------------------ data pipeline
+
+
+def data_pipeline(base: Config, sizes: Sizes, image_size: int, batch: int, train_images: int) -> dict[str, dict]:
+    """img/s of the training loader alone (as the datamodule builds it, one
+    process, one thread: one worker's work) and of BatchPipeline.train_batch on the CPU."""
+    import torch
+
+    from data.augment import TRAIN_AUGMENTS, BatchPipeline
+    from data.datamodule import AblationDataModule
+
+    data_cfg = dataclasses.replace(base.data, train_size=train_images, val_size=batch, batch_size=batch, num_workers=0)
+    dm = AblationDataModule(data_cfg, image_size, seed=base.seed)
+    dm.setup("fit")
+    out = {}
+    for aug in AUGMENTS:
+        d = AblationDataModule(dataclasses.replace(data_cfg, augment=aug), image_size, seed=base.seed)
+        d.splits, d.stats = dm.splits, dm.stats
+        with threads(1):
+            it = iter(d.train_dataloader())
+            next(it)  # warm-up (the albumentations pipeline is built on first use)
+            t = time.perf_counter()
+            for _ in range(sizes.loader_batches):
+                images, _labels = next(it)
+            loader = sizes.loader_batches * batch / (time.perf_counter() - t)
+        pipeline = BatchPipeline(image_size, dm.stats, TRAIN_AUGMENTS[aug])
+        x = dm.splits.train.images[:batch]
+        pipeline.train_batch(x)
+        times = []
+        for _ in range(sizes.pipeline_calls):
+            t = time.perf_counter()
+            pipeline.train_batch(x)
+            times.append(time.perf_counter() - t)
+        out[aug] = {"loader_img_per_s": loader, "pipeline_img_per_s": batch / median(times), "stored": dm.side}
+        del images
+    return out
+
+
+# ------------------------------------------------------------------ start-up
+
+
+class FirstStep:
+    """`python -m ablations.train --profile smoke` in a fresh process, started now:
+    seconds from the command to the first training step, and, unless `stop_early`,
+    to the end of the run (the process is stopped once its first step started)."""
+
+    def __init__(self, store_uri: str, checkpoints: Path, stop_early: bool):
+        from ablations.train import FIRST_STEP_ENV
+
+        env = dict(os.environ) | {"MLFLOW_TRACKING_URI": store_uri, "ABLATION_CHECKPOINTS": str(checkpoints), FIRST_STEP_ENV: "1", "PYTHONUNBUFFERED": "1"}
+        self.stop_early = stop_early
+        self.err = tempfile.TemporaryFile("w+")
+        self.start = time.time()
+        cmd = [sys.executable, "-m", "ablations.train", "--profile", "smoke"]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self.err, text=True)
+
+    def result(self) -> dict:
+        first = None
+        try:
+            for line in self.proc.stdout:
+                if line.startswith("first training step at"):
+                    first = float(line.rsplit(" ", 1)[1]) - self.start
+                    if self.stop_early:
+                        self.proc.terminate()
+                        break
+            self.proc.wait(timeout=600)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        total = time.time() - self.start
+        if first is None:
+            self.err.seek(0)
+            raise RuntimeError(f"ablations.train --profile smoke did not reach a training step (exit {self.proc.returncode}):\n{self.err.read()[-3000:]}")
+        return {"first_step_s": first, "run_s": None if self.stop_early else total}
+
+
+def demo_time() -> Optional[str]:
+    from ablations import report
+
+    path = report.REPORT_DIR / "demo_time.txt"
+    return path.read_text().strip() if path.is_file() else None
+
+
+# ------------------------------------------------------------------ report
+
+
+def fmt_rate(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+
+def render(r: dict) -> str:
+    m = r["machine"]
+    lines: list[str] = []
+    add = lines.append
+
+    def row(label: str, value: str, note: str = "") -> None:
+        add(f"  {label:<44} {value:>14}  {note}".rstrip())
+
+    add(f"AlexNet ablation suite: performance{' (--quick: tiny sizes, figures not meaningful)' if r['quick'] else ''}")
+    add("")
+    add("machine")
+    row("cpu", "", f"{m['cpu']}, {m['cpu_cores']} usable cores")
+    row("torch threads", str(m["threads"]))
+    row("versions", "", f"torch {m['torch']}, lightning {m['lightning']}, mlflow {m['mlflow']}, python {m['python']}")
+    row("gpu", "", m["gpu"] or "none (CUDA not available)")
+
+    c = r["cifar"]
+    add("")
+    add(
+        f"training throughput, images/s: cifar, 32 px, batch {c['batch']}, 32-true, CPU, {m['threads']} threads "
+        f"(median of {c['repeats']} interleaved repeats; {c['steps']} steps timed after {c['warmup']} warm-up)"
+    )
+    runs = lambda xs: "runs " + ", ".join(fmt_rate(x) for x in xs)  # noqa: E731
+    row("suite (Lightning + MLflow + checkpoint)", fmt_rate(c["suite_img_per_s"]), f"{c['suite_step_s'] * 1000:.0f} ms/step; {runs(c['suite_runs'])}")
+    row("bare PyTorch", fmt_rate(c["bare_img_per_s"]), f"{c['bare_step_s'] * 1000:.0f} ms/step; {runs(c['bare_runs'])}")
+    row("suite / bare", f"{c['ratio']:.3f}")
+    g = r.get("alexnet")
+    if g is None:
+        row("alexnet 227 px bf16-mixed channels_last", "skipped", "no CUDA GPU here; run make bench on a GPU machine")
+    else:
+        add(f"training throughput, images/s: alexnet, 227 px, batch {g['batch']}, bf16-mixed, channels_last, GPU ({m['gpu']})")
+        row("alexnet suite", fmt_rate(g["suite_img_per_s"]), f"{g['suite_step_s'] * 1000:.1f} ms/step; {runs(g['suite_runs'])}")
+        row("alexnet bare PyTorch", fmt_rate(g["bare_img_per_s"]), f"{g['bare_step_s'] * 1000:.1f} ms/step; {runs(g['bare_runs'])}")
+        row("alexnet suite / bare", f"{g['ratio']:.3f}")
+
+    lg = r["logging"]
+    add("")
+    add(f"MLflow logging (RunLogger on SQLite, synchronous), cifar step {c['suite_step_s'] * 1000:.0f} ms")
+    row("log_metrics per call", f"{lg['call_ms']:.1f} ms", f"median of {lg['calls']} direct calls")
+    if lg["run_calls"]:
+        row("log_metrics per call in the suite runs", f"{lg['run_call_ms']:.1f} ms", f"median of {lg['run_calls']} calls (epoch-end metrics)")
+    row("share of a logged step", f"{lg['logged_step_share'] * 100:.2f} %", "one call / one step")
+    row(
+        f"share of training time (every {c['log_every_n_steps']} steps)",
+        f"{lg['amortised_share'] * 100:.3f} %",
+        f"{lg['calls_per_epoch']} calls per {c['steps_per_epoch']}-step epoch (step metrics + 2 at epoch end)",
+    )
+
+    add("")
+    add("data pipeline, images/s: loader = SplitDataset + DataLoader as the datamodule builds it, one process, 1 thread")
+    add(f"(what one loader worker does); BatchPipeline.train_batch on the CPU, {m['threads']} threads")
+    for size, table in r["data"].items():
+        for aug, d in table.items():
+            row(f"{aug} {size} px (stored {d['stored']}): loader / worker", fmt_rate(d["loader_img_per_s"]), f"BatchPipeline {fmt_rate(d['pipeline_img_per_s'])}")
+    k = r["keep_up"]
+    for line in k["lines"]:
+        row(line[0], line[1], line[2])
+
+    s = r["startup"]
+    add("")
+    add("start-up: python -m ablations.train --profile smoke, in a new process")
+    row("command -> first training step, new store", f"{s['new_store_s']:.1f} s", "a new SQLite store: MLflow creates its tables first")
+    row("command -> first training step, existing store", "not run (--quick)" if s["existing_store_s"] is None else f"{s['existing_store_s']:.1f} s")
+    row("whole smoke run, new store", "not run (--quick)" if s["run_s"] is None else f"{s['run_s']:.1f} s", "2 epochs of 8 steps, batch 32, and the run's artifacts")
+    row("make demo wall time", "see note" if r["demo"] else "not measured", r["demo"] or "reports/demo_time.txt is written by make demo")
+
+    add("")
+    add("goals")
+    for ok, text in r["goals"]:
+        add(f"  {'PASS' if ok else 'FAIL'}  {text}")
+    return "\n".join(lines)
+
+
+def goals(r: dict) -> list[tuple[bool, str]]:
+    c, lg, k = r["cifar"], r["logging"], r["keep_up"]
+    return [
+        (c["ratio"] >= GOAL_RATIO, f"suite/bare >= {GOAL_RATIO} for cifar on the CPU: {c['ratio']:.3f}"),
+        (
+            lg["amortised_share"] < GOAL_LOGGING,
+            f"MLflow logging < {GOAL_LOGGING:.0%} of step time at log_every_n_steps={c['log_every_n_steps']}: "
+            f"{lg['amortised_share'] * 100:.3f} % (a logged step alone: {lg['logged_step_share'] * 100:.2f} %)",
+        ),
+        (k["ok"], f"loader not the bottleneck at defaults: {k['summary']}"),
+    ]
+
+
+def keep_up(r: dict, workers: int) -> dict:
+    """Does the loader keep up with training at the default worker count? With no
+    workers it runs inline, so its share of the step is what it costs; with
+    workers, they together must supply more than training consumes."""
+    lines, verdicts = [], []
+    trains = {"32": r["cifar"]["suite_img_per_s"]}
+    if r.get("alexnet"):
+        trains["227"] = r["alexnet"]["suite_img_per_s"]
+    for size, rate in trains.items():
+        for aug, d in r["data"][size].items():
+            per_worker = d["loader_img_per_s"]
+            if workers == 0:
+                share = rate / per_worker
+                ok = share < GOAL_INLINE_LOADER
+                lines.append((f"keeps up? {aug} {size} px, num_workers=0", f"{share * 100:.1f} %", f"of the step spent loading, inline ({'yes' if ok else 'NO'})"))
+            else:
+                headroom = workers * per_worker / rate
+                ok = headroom >= GOAL_WORKER_HEADROOM
+                lines.append((f"keeps up? {aug} {size} px, num_workers={workers}", f"{headroom:.1f} x", f"training's rate ({'yes' if ok else 'NO'})"))
+            verdicts.append((size, aug, ok, lines[-1][1]))
+    if "227" not in trains:
+        lines.append(("keeps up? 227 px", "not measured", "no GPU training rate to compare with"))
+    default = [v for v in verdicts if v[1] == "paper"]  # data.augment's default
+    ok = all(v[2] for v in default)
+    how = f"num_workers={workers}, augment=paper: " + ", ".join(f"{v[0]} px {v[3]}" for v in default)
+    how += " of the step" if workers == 0 else " the training rate"
+    return {"lines": lines, "ok": ok, "summary": how}
+
+
+# ------------------------------------------------------------------ main
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that the bench runs; the figures mean nothing")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats of suite and bare (default 3)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    if args.repeats:
+        sizes = dataclasses.replace(sizes, repeats=args.repeats)
+    started = time.time()
+    warnings.filterwarnings("ignore")
+    import lightning.pytorch  # noqa: F401  (sets its loggers up on import; quieted below)
+    import torch
+
+    from ablations import train
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+    result: dict = {"quick": args.quick, "machine": machine()}
+    n_threads = result["machine"]["threads"]
+    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "ABLATION_CHECKPOINTS")}
+    saved_root = train.CHECKPOINT_ROOT
+    with tempfile.TemporaryDirectory(prefix="ablation-bench-") as tmp, memo_shapes():
+        tmp = Path(tmp)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
+        os.environ["ABLATION_CHECKPOINTS"] = str(tmp / "checkpoints")
+        train.CHECKPOINT_ROOT = tmp / "checkpoints"
+        try:
+            startup_uri = f"sqlite:///{tmp / 'startup.db'}"
+            if args.quick:  # alongside the rest: the quick figures are not timings anyway
+                early = FirstStep(startup_uri, tmp / "startup-checkpoints", stop_early=True)
+            else:  # alone, before anything else
+                progress("start-up: python -m ablations.train --profile smoke, new store, then existing store")
+                new = FirstStep(startup_uri, tmp / "startup-checkpoints", stop_early=False).result()
+                existing = FirstStep(startup_uri, tmp / "startup-checkpoints", stop_early=True).result()
+                result["startup"] = {"new_store_s": new["first_step_s"], "existing_store_s": existing["first_step_s"], "run_s": new["run_s"]}
+
+            w, n = sizes.warmup, sizes.steps
+            cifar = bench_config("cifar", n_threads, False, sizes.train_images, w + n + 1, sizes.batch)
+            result["cifar"] = compare(cifar, sizes, w, n, "cifar")
+            if torch.cuda.is_available():
+                w, n, b = sizes.gpu_warmup, sizes.gpu_steps, sizes.batch
+                alex = bench_config("alexnet", n_threads, True, (w + n + 1) * b, w + n + 1, b)
+                result["alexnet"] = compare(alex, sizes, w, n, "alexnet")
+
+            progress("MLflow log_metrics")
+            c = result["cifar"]
+            direct = log_metrics_cost(sizes.log_calls)
+            call = median(direct)
+            step_calls = c["steps_per_epoch"] // c["log_every_n_steps"]  # train_loss_step every log_every_n_steps
+            epoch_call = median(c["log_calls"]) if c["log_calls"] else call  # val and train epoch metrics
+            result["logging"] = {
+                "call_ms": call * 1000,
+                "calls": len(direct),
+                "run_call_ms": median(c["log_calls"]) * 1000,
+                "run_calls": len(c["log_calls"]),
+                "logged_step_share": call / c["suite_step_s"],
+                "calls_per_epoch": step_calls + 2,
+                "amortised_share": (step_calls * call + 2 * epoch_call) / (c["steps_per_epoch"] * c["suite_step_s"]),
+            }
+
+            data = {}
+            base = load_config([f"trainer.threads={n_threads}"])
+            progress("data pipeline at 32 px")
+            data["32"] = data_pipeline(base, sizes, 32, sizes.batch, sizes.batch * (sizes.loader_batches + 1))
+            progress("data pipeline at 227 px")
+            data["227"] = data_pipeline(base, sizes, 227, sizes.big_batch, sizes.big_batch * (sizes.loader_batches + 1))
+            result["data"] = data
+            result["keep_up"] = keep_up(result, base.data.num_workers)
+            if args.quick:
+                progress("start-up")
+                first = early.result()
+                result["startup"] = {"new_store_s": first["first_step_s"], "existing_store_s": None, "run_s": None}
+        finally:
+            train.CHECKPOINT_ROOT = saved_root
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    result["demo"] = demo_time()
+    result["goals"] = goals(result)
+    result["wall_s"] = time.time() - started
+    print(render(result))
+    print(f"\nbench wall time {result['wall_s']:.0f} s", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

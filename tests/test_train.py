@@ -1,0 +1,74 @@
+"""One tracked run: params, per-epoch metrics and artifacts land in a real MLflow store."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import SMOKE, run_cli
+
+EPOCH_METRICS = ["train_loss", "train_err1", "val_loss", "val_err1", "val_err5", "lr", "epoch_time_s", "train_img_per_s"]
+
+
+def test_one_run_is_tracked(store):
+    result = run_cli("ablations.train", *SMOKE, "trainer.max_epochs=2", "model.activation=tanh")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "finished" in result.stdout
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name("train")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.info.run_id in result.stdout
+    p = run.data.params
+    for key in ("model.activation", "model.norm", "model.pool", "model.dropout", "model.groups", "model.init", "data.augment", "optim.lr", "trainer.max_epochs"):
+        assert key in p
+    assert p["model.activation"] == "tanh" and p["data.image_size"] == "32" and p["model.num_classes"] == "10"
+    for key in EPOCH_METRICS:
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in history] == [0, 1], key
+        assert all(math.isfinite(m.value) for m in history)
+    for key in ("train_err1", "val_err1", "val_err5"):
+        assert all(0.0 <= m.value <= 1.0 for m in client.get_metric_history(run.info.run_id, key))
+    assert run.data.tags["config_hash"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "architecture.txt", "conv1_filters.png", "checkpoints"} <= artifacts
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/last.ckpt"]
+    arch = client.download_artifacts(run.info.run_id, "architecture.txt")
+    assert open(arch).read().strip().endswith("total params: 51178")
+
+
+def test_learning_happens(store):
+    """The demo's small network on shapes must learn within a few epochs."""
+    result = run_cli("ablations.train", "--profile", "demo", "data.train_size=2048", "trainer.max_epochs=4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("train").experiment_id])
+    errs = [m.value for m in client.get_metric_history(run.info.run_id, "train_err1")]
+    assert errs[-1] < min(0.85, errs[0] - 0.05), errs
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["data.name=imagefolder", "data.root=/nonexistent/folder"], "/nonexistent/folder"),
+        (["data.name=cifar10", "data.download=false", "data.root=/nonexistent"], "cifar10"),
+        (["model.arch=alexnet", "data.image_size=32"], "too small"),
+        (["trainer.accelerator=gpu"], "no CUDA GPU"),
+    ],
+)
+def test_bad_input_exits_2_before_mlflow(store, tmp_path, args, message):
+    result = run_cli("ablations.train", *SMOKE, *args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name("train")
+    assert exp is None or not client.search_runs([exp.experiment_id])
+
+
+def test_summary_cli():
+    result = run_cli("ablations.summary", "model.arch=alexnet", "model.groups=2", "model.num_classes=1000")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "total params: 60965224"
