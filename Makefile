@@ -77,5 +77,8 @@ bench: install ## throughput of the suite vs a bare PyTorch loop, logging cost, 
 gpu-check: install ## on a CUDA machine: paper AlexNet in bf16, channels_last, a few hundred steps
 	$(PY) -m ablations.gpu_check
 
+screenshots: install ## MLflow UI screenshots of a fresh smoke study in headless Chromium -> docs/img/ (needs chromium)
+	$(PY) -m ablations.screenshots $(ARGS)
+
 clean: ## remove the local store, checkpoints, reports and caches (not .venv)
 	rm -rf mlflow.db mlruns mlartifacts checkpoints reports/*/ reports/summary.md .pytest_cache

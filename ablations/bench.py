@@ -10,10 +10,13 @@ What it measures, and how:
   BatchPipeline, the RunLogger MLflow logger on a temporary SQLite store,
   ModelCheckpoint, `L.Trainer.fit`), against a bare PyTorch loop with the same
   network, data, batch, SGD settings, batch augmentation and thread count.
-  Steady state: each repeat times N steps after W warm-up steps, from the start
-  of step W to the start of step W+N (each interval holds one batch fetch, one
-  BatchPipeline call and one optimiser step); repeats are interleaved (suite,
-  bare, suite, bare, ...) and the medians compared. `cifar` at 32 px on the CPU;
+  Steady state: each repeat stamps the start of steps W to W+N after W warm-up
+  steps (each interval holds one batch fetch, one BatchPipeline call and one
+  optimiser step) and takes the median interval, which other processes on a
+  shared machine disturb less than the sum (on a GPU: the whole window, between
+  synchronisations); repeats are interleaved (suite, bare, suite, bare, ...) and
+  their medians compared. Per-epoch work (validation, the checkpoint, epoch
+  metrics) falls outside the timed steps; logging is measured on its own. `cifar` at 32 px on the CPU;
   `alexnet` at 227 px in bf16-mixed with channels_last only on a CUDA GPU.
 * MLflow logging: RunLogger.log_metrics timed per call (directly, and every
   call made in the suite runs), as a share of the suite's step time.
@@ -22,9 +25,9 @@ What it measures, and how:
   of BatchPipeline.train_batch on the CPU, per augmentation setting, at 32 px and
   227 px (stored at 256 px); and whether the loader keeps up with training at
   the default worker count.
-* Start-up: `python -m ablations.train --profile smoke` in a fresh process, from
+* Start-up: `python -m ablations.train --profile smoke` in a new process, from
   the command to the first training step (train prints a timestamp there when
-  ABLATION_FIRST_STEP_STAMP=1).
+  ABLATION_FIRST_STEP_STAMP=1), with a new SQLite store and with an existing one.
 * `make demo`'s wall time, from reports/demo_time.txt when `make demo` wrote it.
 
 The table goes to stdout, progress to stderr; `--json PATH` also writes the figures.
@@ -40,6 +43,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,14 +71,15 @@ class Sizes:
     repeats: int
     log_calls: int  # direct RunLogger.log_metrics calls timed
     loader_batches: int  # batches timed per loader measurement
-    pipeline_calls: int  # BatchPipeline calls timed per measurement
+    pipeline_calls: int  # BatchPipeline calls timed per measurement, 32 px
     big_batch: int  # batch for the 227 px data pipeline
+    big_pipeline_calls: int  # BatchPipeline calls timed per measurement, 227 px
     gpu_warmup: int
     gpu_steps: int
 
 
-FULL = Sizes(8192, 128, 4, 12, 3, 20, 8, 3, 128, 10, 40)
-QUICK = Sizes(256, 32, 1, 2, 1, 3, 2, 1, 8, 2, 3)
+FULL = Sizes(8192, 128, 4, 12, 3, 20, 8, 9, 128, 3, 10, 40)
+QUICK = Sizes(256, 32, 1, 2, 1, 3, 2, 1, 8, 1, 2, 3)
 AUGMENTS = ("none", "paper", "extended")
 
 
@@ -208,8 +213,9 @@ def bench_config(arch: str, threads_: int, gpu: bool, train_images: int, limit: 
 
 
 def _step_timer(warmup: int, steps: int, sync: bool):
-    """A callback that stamps the start of steps `warmup` and `warmup + steps`,
-    and times every RunLogger.log_metrics call of the run."""
+    """A callback that stamps the start of steps `warmup` to `warmup + steps`
+    (on a GPU it synchronises at the first and the last only), and times every
+    RunLogger.log_metrics call of the run."""
     import lightning as L
     import torch
 
@@ -232,10 +238,10 @@ def _step_timer(warmup: int, steps: int, sync: bool):
                 lg.log_metrics = timed
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if batch_idx in (warmup, warmup + steps):
-                if sync:
+            if warmup <= batch_idx <= warmup + steps:
+                if sync and batch_idx in (warmup, warmup + steps):
                     torch.cuda.synchronize()
-                self.stamps[batch_idx] = time.perf_counter()
+                self.stamps[batch_idx] = (time.perf_counter(), time.process_time())
 
     return StepTimer()
 
@@ -248,8 +254,18 @@ def suite_once(cfg: Config, warmup: int, steps: int, name: str) -> dict:
     timer = _step_timer(warmup, steps, cfg.trainer.accelerator == "gpu")
     with quiet():
         train.run(cfg, experiment="bench", run_name=name, callbacks=[timer])
-    seconds = timer.stamps[warmup + steps] - timer.stamps[warmup]
-    return {"img_per_s": steps * cfg.data.batch_size / seconds, "step_s": seconds / steps, "log_calls": timer.log_calls}
+    return rate([timer.stamps[i] for i in range(warmup, warmup + steps + 1)], cfg) | {"log_calls": timer.log_calls}
+
+
+def rate(stamps: list[tuple[float, float]], cfg: Config) -> dict:
+    """Throughput from the (wall, process CPU) times at which consecutive steps
+    start. On the CPU, from the median step (robust to other processes taking the
+    cores for a while); on a GPU, where only the first and last stamps are
+    synchronised, from the whole window."""
+    walls = [b[0] - a[0] for a, b in zip(stamps, stamps[1:])]
+    cpus = [b[1] - a[1] for a, b in zip(stamps, stamps[1:])]
+    step = sum(walls) / len(walls) if cfg.trainer.accelerator == "gpu" else median(walls)
+    return {"img_per_s": cfg.data.batch_size / step, "step_s": step, "steps_s": walls, "cpu_steps_s": cpus}
 
 
 def bare_once(cfg: Config, images, labels, stats: dict, num_classes: int, warmup: int, steps: int) -> dict:
@@ -279,12 +295,12 @@ def bare_once(cfg: Config, images, labels, stats: dict, num_classes: int, warmup
     b = cfg.data.batch_size
     perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.seed))
     net.train()
-    stamps = {}
+    stamps = []
     for i in range(warmup + steps + 1):
-        if i in (warmup, warmup + steps):
-            if gpu:
+        if i >= warmup:
+            if gpu and i in (warmup, warmup + steps):
                 torch.cuda.synchronize()
-            stamps[i] = time.perf_counter()
+            stamps.append((time.perf_counter(), time.process_time()))
         if i == warmup + steps:
             break
         start = (i % (len(perm) // b)) * b
@@ -300,12 +316,13 @@ def bare_once(cfg: Config, images, labels, stats: dict, num_classes: int, warmup
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    seconds = stamps[warmup + steps] - stamps[warmup]
-    return {"img_per_s": steps * b / seconds, "step_s": seconds / steps}
+    return rate(stamps, cfg)
 
 
 def compare(cfg: Config, sizes: Sizes, warmup: int, steps: int, label: str) -> dict:
-    """Interleaved repeats: suite, bare, suite, bare, ...; medians."""
+    """Interleaved repeats: suite, bare, suite, bare, ...; medians. The ratio is the
+    median of each suite repeat over the bare repeat right after it, which cancels
+    slow drifts in what else the machine runs."""
     from data.datamodule import AblationDataModule
     from ablations.train import resolved_sizes
 
@@ -322,12 +339,16 @@ def compare(cfg: Config, sizes: Sizes, warmup: int, steps: int, label: str) -> d
     return {
         "suite_img_per_s": s,
         "bare_img_per_s": b,
-        "ratio": s / b,
+        "ratio": median([x["img_per_s"] / y["img_per_s"] for x, y in zip(suite, bare)]),
         "suite_runs": [x["img_per_s"] for x in suite],
         "bare_runs": [x["img_per_s"] for x in bare],
         "suite_step_s": median([x["step_s"] for x in suite]),
         "bare_step_s": median([x["step_s"] for x in bare]),
         "log_calls": [c for x in suite for c in x["log_calls"]],
+        "suite_steps_s": [x["steps_s"] for x in suite],
+        "bare_steps_s": [x["steps_s"] for x in bare],
+        "suite_cpu_steps_s": [x["cpu_steps_s"] for x in suite],
+        "bare_cpu_steps_s": [x["cpu_steps_s"] for x in bare],
         "warmup": warmup,
         "steps": steps,
         "repeats": sizes.repeats,
@@ -359,15 +380,14 @@ def log_metrics_cost(calls: int) -> list[float]:
 # ------------------------------------------------------------------ data pipeline
 
 
-def data_pipeline(base: Config, sizes: Sizes, image_size: int, batch: int, train_images: int) -> dict[str, dict]:
+def data_pipeline(base: Config, image_size: int, batch: int, batches: int, calls: int) -> dict[str, dict]:
     """img/s of the training loader alone (as the datamodule builds it, one
-    process, one thread: one worker's work) and of BatchPipeline.train_batch on the CPU."""
-    import torch
-
+    process, one thread: one worker's work) and of BatchPipeline.train_batch on
+    the CPU; from the median batch of `batches`, and the median of `calls`."""
     from data.augment import TRAIN_AUGMENTS, BatchPipeline
     from data.datamodule import AblationDataModule
 
-    data_cfg = dataclasses.replace(base.data, train_size=train_images, val_size=batch, batch_size=batch, num_workers=0)
+    data_cfg = dataclasses.replace(base.data, train_size=batch * (batches + 1), val_size=batch, batch_size=batch, num_workers=0)
     dm = AblationDataModule(data_cfg, image_size, seed=base.seed)
     dm.setup("fit")
     out = {}
@@ -377,20 +397,21 @@ def data_pipeline(base: Config, sizes: Sizes, image_size: int, batch: int, train
         with threads(1):
             it = iter(d.train_dataloader())
             next(it)  # warm-up (the albumentations pipeline is built on first use)
-            t = time.perf_counter()
-            for _ in range(sizes.loader_batches):
-                images, _labels = next(it)
-            loader = sizes.loader_batches * batch / (time.perf_counter() - t)
+            times = []
+            for _ in range(batches):
+                t = time.perf_counter()
+                next(it)
+                times.append(time.perf_counter() - t)
+            loader = batch / median(times)
         pipeline = BatchPipeline(image_size, dm.stats, TRAIN_AUGMENTS[aug])
         x = dm.splits.train.images[:batch]
         pipeline.train_batch(x)
         times = []
-        for _ in range(sizes.pipeline_calls):
+        for _ in range(calls):
             t = time.perf_counter()
             pipeline.train_batch(x)
             times.append(time.perf_counter() - t)
         out[aug] = {"loader_img_per_s": loader, "pipeline_img_per_s": batch / median(times), "stored": dm.side}
-        del images
     return out
 
 
@@ -462,6 +483,8 @@ def render(r: dict) -> str:
     row("torch threads", str(m["threads"]))
     row("versions", "", f"torch {m['torch']}, lightning {m['lightning']}, mlflow {m['mlflow']}, python {m['python']}")
     row("gpu", "", m["gpu"] or "none (CUDA not available)")
+    busy = max(r["load"]) > m["cpu_cores"]
+    row("load average (1 min), start / end", " / ".join(f"{x:.1f}" for x in r["load"]), "other processes share the cores: figures are noisy" if busy else "")
 
     c = r["cifar"]
     add("")
@@ -472,7 +495,7 @@ def render(r: dict) -> str:
     runs = lambda xs: "runs " + ", ".join(fmt_rate(x) for x in xs)  # noqa: E731
     row("suite (Lightning + MLflow + checkpoint)", fmt_rate(c["suite_img_per_s"]), f"{c['suite_step_s'] * 1000:.0f} ms/step; {runs(c['suite_runs'])}")
     row("bare PyTorch", fmt_rate(c["bare_img_per_s"]), f"{c['bare_step_s'] * 1000:.0f} ms/step; {runs(c['bare_runs'])}")
-    row("suite / bare", f"{c['ratio']:.3f}")
+    row("suite / bare", f"{c['ratio']:.3f}", "median of the paired repeats' ratios")
     g = r.get("alexnet")
     if g is None:
         row("alexnet 227 px bf16-mixed channels_last", "skipped", "no CUDA GPU here; run make bench on a GPU machine")
@@ -480,7 +503,7 @@ def render(r: dict) -> str:
         add(f"training throughput, images/s: alexnet, 227 px, batch {g['batch']}, bf16-mixed, channels_last, GPU ({m['gpu']})")
         row("alexnet suite", fmt_rate(g["suite_img_per_s"]), f"{g['suite_step_s'] * 1000:.1f} ms/step; {runs(g['suite_runs'])}")
         row("alexnet bare PyTorch", fmt_rate(g["bare_img_per_s"]), f"{g['bare_step_s'] * 1000:.1f} ms/step; {runs(g['bare_runs'])}")
-        row("alexnet suite / bare", f"{g['ratio']:.3f}")
+        row("alexnet suite / bare", f"{g['ratio']:.3f}", "median of the paired repeats' ratios")
 
     lg = r["logging"]
     add("")
@@ -508,9 +531,8 @@ def render(r: dict) -> str:
     s = r["startup"]
     add("")
     add("start-up: python -m ablations.train --profile smoke, in a new process")
-    row("command -> first training step, new store", f"{s['new_store_s']:.1f} s", "a new SQLite store: MLflow creates its tables first")
+    row("command -> first training step, new store", "not run (--quick)" if s["new_store_s"] is None else f"{s['new_store_s']:.1f} s", "a new SQLite store: MLflow creates its tables first")
     row("command -> first training step, existing store", "not run (--quick)" if s["existing_store_s"] is None else f"{s['existing_store_s']:.1f} s")
-    row("whole smoke run, new store", "not run (--quick)" if s["run_s"] is None else f"{s['run_s']:.1f} s", "2 epochs of 8 steps, batch 32, and the run's artifacts")
     row("make demo wall time", "see note" if r["demo"] else "not measured", r["demo"] or "reports/demo_time.txt is written by make demo")
 
     add("")
@@ -579,12 +601,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     import lightning.pytorch  # noqa: F401  (sets its loggers up on import; quieted below)
     import torch
 
+    if args.quick:
+        torch.set_num_threads(1)  # a shared machine's cores hurt two threads most; no timings here anyway
+
     from ablations import train
 
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "mlflow", "alembic"):
+    result: dict = {"quick": args.quick, "machine": machine(), "load": [os.getloadavg()[0]]}
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "mlflow", "alembic"):  # after their imports (machine())
         logging.getLogger(name).setLevel(logging.ERROR)
-
-    result: dict = {"quick": args.quick, "machine": machine()}
     n_threads = result["machine"]["threads"]
     saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "ABLATION_CHECKPOINTS")}
     saved_root = train.CHECKPOINT_ROOT
@@ -595,13 +619,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         train.CHECKPOINT_ROOT = tmp / "checkpoints"
         try:
             startup_uri = f"sqlite:///{tmp / 'startup.db'}"
-            if args.quick:  # alongside the rest: the quick figures are not timings anyway
+            if args.quick:  # alongside the rest, on a copy of the bench's store: the quick figures are not timings anyway
+                from ablations import tracking
+
+                tracking.retry(tracking.client().search_experiments)  # creates the store's tables
+                shutil.copy(tmp / "mlflow.db", tmp / "startup.db")
                 early = FirstStep(startup_uri, tmp / "startup-checkpoints", stop_early=True)
             else:  # alone, before anything else
                 progress("start-up: python -m ablations.train --profile smoke, new store, then existing store")
-                new = FirstStep(startup_uri, tmp / "startup-checkpoints", stop_early=False).result()
+                new = FirstStep(startup_uri, tmp / "startup-checkpoints", stop_early=True).result()
                 existing = FirstStep(startup_uri, tmp / "startup-checkpoints", stop_early=True).result()
-                result["startup"] = {"new_store_s": new["first_step_s"], "existing_store_s": existing["first_step_s"], "run_s": new["run_s"]}
+                result["startup"] = {"new_store_s": new["first_step_s"], "existing_store_s": existing["first_step_s"]}
 
             w, n = sizes.warmup, sizes.steps
             cifar = bench_config("cifar", n_threads, False, sizes.train_images, w + n + 1, sizes.batch)
@@ -630,15 +658,15 @@ def main(argv: Optional[list[str]] = None) -> int:
             data = {}
             base = load_config([f"trainer.threads={n_threads}"])
             progress("data pipeline at 32 px")
-            data["32"] = data_pipeline(base, sizes, 32, sizes.batch, sizes.batch * (sizes.loader_batches + 1))
+            data["32"] = data_pipeline(base, 32, sizes.batch, sizes.loader_batches, sizes.pipeline_calls)
             progress("data pipeline at 227 px")
-            data["227"] = data_pipeline(base, sizes, 227, sizes.big_batch, sizes.big_batch * (sizes.loader_batches + 1))
+            data["227"] = data_pipeline(base, 227, sizes.big_batch, sizes.loader_batches, sizes.big_pipeline_calls)
             result["data"] = data
             result["keep_up"] = keep_up(result, base.data.num_workers)
             if args.quick:
                 progress("start-up")
                 first = early.result()
-                result["startup"] = {"new_store_s": first["first_step_s"], "existing_store_s": None, "run_s": None}
+                result["startup"] = {"new_store_s": None, "existing_store_s": first["first_step_s"]}
         finally:
             train.CHECKPOINT_ROOT = saved_root
             for k, v in saved_env.items():
@@ -646,6 +674,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+    result["load"].append(os.getloadavg()[0])
     result["demo"] = demo_time()
     result["goals"] = goals(result)
     result["wall_s"] = time.time() - started

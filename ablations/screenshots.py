@@ -6,8 +6,9 @@
 By default it runs a fresh smoke study (`--profile smoke`) against its own
 `mlflow server` (SQLite + proxied artifacts in a temporary folder, a free port on
 127.0.0.1), so the pictures never depend on what is in your store. With
-`--store sqlite:///mlflow.db` (or `--store http://host:port`) it serves (or uses)
-that store instead and shows its newest study of that name. It writes
+`--store sqlite:///mlflow.db` (or `--store http://127.0.0.1:5000` for a running
+`make server`) it serves (or uses) that store instead and shows its newest study
+of that name. It writes
 
     docs/img/mlflow_runs.png           the experiment's runs: the study's parent run
                                        expanded to its <variant>-seed<k> children
@@ -350,7 +351,12 @@ def show_compare(page, base_url: str, runs: StudyRuns, names: tuple[str, str], s
     if screenshot is not None:
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         # the page scrolls inside <main>: grow the window to its full height
-        extra = page.evaluate("() => { const m = document.querySelector('main'); return m ? m.scrollHeight - m.clientHeight : 0; }")
+        extra, previous = -1, -2
+        for _ in range(20):  # wait until the collapse animations are over
+            page.wait_for_timeout(250)
+            previous, extra = extra, page.evaluate("() => { const m = document.querySelector('main'); return m ? m.scrollHeight - m.clientHeight : 0; }")
+            if extra == previous:
+                break
         size = page.viewport_size
         page.set_viewport_size({"width": size["width"], "height": min(size["height"] + max(0, extra) + 10, 6000)})
         page.evaluate("() => { const m = document.querySelector('main'); if (m) m.scrollTop = 0; }")
@@ -405,6 +411,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--study", default="activation", help="the ablation to show (default activation)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds of the fresh smoke study (default 2)")
     parser.add_argument("--store", default=None, help="use this store instead of a fresh smoke study: sqlite:///mlflow.db, or a running server http://host:port")
+    parser.add_argument("--artifacts", type=Path, default=None, help="with a --store sqlite:///...: the artifact folder its server wrote (e.g. mlartifacts for `make server`'s mlflow-server.db)")
     parser.add_argument("--out", type=Path, default=DOCS_IMG, help="where the PNGs go (default docs/img)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the fresh study's store, server log and report here (default: a temporary folder, removed)")
     parser.add_argument("--chromium", default=None, help="the Chromium binary (default: chromium on PATH, or $CHROMIUM)")
@@ -425,7 +432,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             base_url = args.store.rstrip("/")
         else:
             if args.store:
-                server = MlflowServer(args.store, log_path=workdir / "server.log")
+                server = MlflowServer(args.store, artifacts_dir=args.artifacts and args.artifacts.resolve(), log_path=workdir / "server.log")
             else:
                 server = MlflowServer(f"sqlite:///{workdir / 'mlflow.db'}", artifacts_dir=workdir / "mlartifacts", log_path=workdir / "server.log")
             print(f"starting mlflow server on {server.url} ({server.backend_store_uri})", flush=True)

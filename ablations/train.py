@@ -197,13 +197,19 @@ def run(
 
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    def run_logger(run_id: Optional[str]) -> RunLogger:
+        return RunLogger(experiment_name=experiment, run_name=run_name, run_id=run_id, tracking_uri=tracking.tracking_uri(), tags=tags)
+
     given_run = run_id or os.environ.get(RUN_ID_ENV) or None
-    logger = RunLogger(experiment_name=experiment, run_name=run_name, run_id=given_run, tracking_uri=tracking.tracking_uri(), tags=tags)
-    # the folder is set below, once every rank knows the run id
+    # the logger and the checkpoint folder are attached below, once every rank knows the run id
     checkpoint = ModelCheckpoint(dirpath=None, filename="last", save_last=False, save_top_k=1, every_n_epochs=1, enable_version_counter=False)
-    trainer = build_trainer(cfg, logger, [checkpoint, *callbacks, *_first_step_stamp()])
+    trainer = build_trainer(cfg, False, [checkpoint, *callbacks, *_first_step_stamp()])
     rank0 = trainer.global_rank == 0
+    # only rank 0 opens the store before the run exists: under torchrun two ranks
+    # opening a new SQLite store at once both try to create its tables
+    logger = run_logger(given_run) if given_run or rank0 else None
     run_id = given_run or _agree_run_id(trainer, logger)
+    trainer.logger = logger = logger or run_logger(run_id)
     ckpt_dir = CHECKPOINT_ROOT / run_id
     checkpoint.dirpath = os.path.realpath(ckpt_dir)
     launched_env = None

@@ -9,6 +9,7 @@ its 1/N slice of each, so a run on 1 or 8 devices sees the same batches.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -17,9 +18,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ablations.config import DataConfig
+from ablations.config import ROOT, DataConfig
 from data.augment import TRAIN_AUGMENTS, image_statistics, stored_size
 from data.registry import ArraySplit, DataError, FileSplit, Split, decode, load_splits
+
+
+def default_cache_dir() -> Path:
+    """Decoded image folders are cached here ($ABLATION_CACHE, else datasets/.cache in
+    the repository), not beside the images, which may be read-only."""
+    return Path(os.environ.get("ABLATION_CACHE") or ROOT / "datasets" / ".cache")
 
 
 class SplitDataset(Dataset):
@@ -104,7 +111,7 @@ class AblationDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg, self.image_size, self.seed = cfg, image_size, seed
         self.side = stored_size(image_size)
-        self.cache_dir = cache_dir if cache_dir is not None else Path(cfg.root) / ".cache"
+        self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
         self.splits = None
         self.stats: dict[str, torch.Tensor] = {}
 
