@@ -10,13 +10,17 @@ What it measures, and how:
   BatchPipeline, the RunLogger MLflow logger on a temporary SQLite store,
   ModelCheckpoint, `L.Trainer.fit`), against a bare PyTorch loop with the same
   network, data, batch, SGD settings, batch augmentation and thread count.
-  Steady state: each repeat stamps the start of steps W to W+N after W warm-up
-  steps (each interval holds one batch fetch, one BatchPipeline call and one
-  optimiser step) and takes the median interval, which other processes on a
-  shared machine disturb less than the sum (on a GPU: the whole window, between
-  synchronisations); repeats are interleaved (suite, bare, suite, bare, ...) and
-  their medians compared. Per-epoch work (validation, the checkpoint, epoch
-  metrics) falls outside the timed steps; logging is measured on its own. `cifar` at 32 px on the CPU;
+  Steady state: W warm-up steps, then N timed steps; a suite step runs from the
+  start of one training step to the start of the next (one batch fetch, one
+  BatchPipeline call, one optimiser step, Lightning's and MLflow's per-step
+  work). On the CPU each repeat is one suite run whose steps alternate one by
+  one with bare steps (suite, bare, suite, bare, ...; a callback runs the bare
+  step after each suite step and times it apart), so both see the same machine
+  while other processes come and go; figures are median steps, the ratio the
+  median of the step pairs' ratios. On a GPU whole runs alternate, timed between
+  synchronisations. Medians over >= 3 repeats. Per-epoch work (validation, the
+  checkpoint, epoch metrics) falls outside the timed steps; logging is measured
+  on its own. `cifar` at 32 px on the CPU;
   `alexnet` at 227 px in bf16-mixed with channels_last only on a CUDA GPU.
 * MLflow logging: RunLogger.log_metrics timed per call (directly, and every
   call made in the suite runs), as a share of the suite's step time.
@@ -51,7 +55,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from ablations.config import ROOT, Config, load_config
 
@@ -78,7 +82,7 @@ class Sizes:
     gpu_steps: int
 
 
-FULL = Sizes(8192, 128, 4, 12, 3, 20, 8, 9, 128, 3, 10, 40)
+FULL = Sizes(8192, 128, 4, 16, 3, 20, 8, 9, 128, 3, 10, 40)
 QUICK = Sizes(256, 32, 1, 2, 1, 3, 2, 1, 8, 1, 2, 3)
 AUGMENTS = ("none", "paper", "extended")
 
@@ -212,16 +216,71 @@ def bench_config(arch: str, threads_: int, gpu: bool, train_images: int, limit: 
 # ------------------------------------------------------------------ training
 
 
-def _step_timer(warmup: int, steps: int, sync: bool):
-    """A callback that stamps the start of steps `warmup` to `warmup + steps`
-    (on a GPU it synchronises at the first and the last only), and times every
-    RunLogger.log_metrics call of the run."""
+class BareLoop:
+    """The same training in plain PyTorch, one step at a time: index the in-memory
+    uint8 images, augment the batch with the same BatchPipeline, forward,
+    cross-entropy, backward, SGD with the suite's settings (weight decay on
+    weights only), under the same precision and memory format."""
+
+    def __init__(self, cfg: Config, images, labels, stats: dict, num_classes: int):
+        import torch
+
+        from ablations.train import resolved_sizes
+        from data.augment import TRAIN_AUGMENTS, BatchPipeline
+        from lightning_modules.networks import build_network
+
+        self.cfg, self.images, self.labels = cfg, images, labels
+        self.device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
+        if cfg.trainer.threads:
+            torch.set_num_threads(cfg.trainer.threads)
+        size = resolved_sizes(cfg)
+        torch.manual_seed(cfg.seed)
+        self.net = build_network(cfg.model, num_classes, size).to(self.device).train()
+        if cfg.trainer.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.pipeline = BatchPipeline(size, stats, TRAIN_AUGMENTS[cfg.data.augment]).to(self.device)
+        o = cfg.optim
+        decay = [p for p in self.net.parameters() if p.dim() > 1]
+        no_decay = [p for p in self.net.parameters() if p.dim() <= 1]
+        groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        self.opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
+        self.perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.seed))
+        self.batches = len(labels) // cfg.data.batch_size
+        self.i = 0
+
+    def step(self) -> None:
+        import torch
+
+        b, t = self.cfg.data.batch_size, self.cfg.trainer
+        start = (self.i % self.batches) * b
+        self.i += 1
+        idx = self.perm[start : start + b]
+        x, y = self.images[idx], self.labels[idx]
+        if self.device.type == "cuda":
+            x, y = x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
+        x = self.pipeline.train_batch(x)
+        if t.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16-mixed"):
+            loss = torch.nn.functional.cross_entropy(self.net(x), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+
+def _step_timer(warmup: int, steps: int, sync: bool, bare: Optional[BareLoop]):
+    """A callback that times the suite's steps `warmup` to `warmup + steps - 1`
+    and every RunLogger.log_metrics call of the run. With `bare`, it runs one bare
+    step right after each suite step (at on_train_batch_end) and times it apart:
+    suite step i = start(i) -> end(i), plus end of bare step i -> start(i + 1)."""
     import lightning as L
     import torch
 
     class StepTimer(L.Callback):
         def __init__(self):
-            self.stamps: dict[int, float] = {}
+            self.start: dict[int, float] = {}
+            self.end: dict[int, float] = {}
+            self.bare_end: dict[int, float] = {}
             self.log_calls: list[float] = []
 
         def on_fit_start(self, trainer, pl_module):
@@ -238,122 +297,112 @@ def _step_timer(warmup: int, steps: int, sync: bool):
                 lg.log_metrics = timed
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if warmup <= batch_idx <= warmup + steps:
-                if sync and batch_idx in (warmup, warmup + steps):
-                    torch.cuda.synchronize()
-                self.stamps[batch_idx] = (time.perf_counter(), time.process_time())
+            if sync and batch_idx in (warmup, warmup + steps):
+                torch.cuda.synchronize()
+            self.start[batch_idx] = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.end[batch_idx] = time.perf_counter()
+            if bare is not None and batch_idx < warmup + steps:
+                bare.step()
+            self.bare_end[batch_idx] = time.perf_counter()
+
+        def times(self) -> tuple[list[float], list[float]]:
+            window = range(warmup, warmup + steps)
+            suite = [self.end[i] - self.start[i] + self.start[i + 1] - self.bare_end[i] for i in window]
+            return suite, [self.bare_end[i] - self.end[i] for i in window]
 
     return StepTimer()
 
 
-def suite_once(cfg: Config, warmup: int, steps: int, name: str) -> dict:
+def step_time(steps: list[float], gpu: bool) -> float:
+    """On the CPU the median step, which other processes on a shared machine
+    disturb less than the sum; on a GPU (synchronised only at the ends of the
+    window) the mean."""
+    return sum(steps) / len(steps) if gpu else median(steps)
+
+
+def suite_once(cfg: Config, warmup: int, steps: int, name: str, bare: Optional[BareLoop]) -> dict:
     """One real run (ablations.train.run) of warmup + steps + 1 training steps."""
     from ablations import train
 
     assert cfg.trainer.limit_train_batches == warmup + steps + 1
-    timer = _step_timer(warmup, steps, cfg.trainer.accelerator == "gpu")
+    gpu = cfg.trainer.accelerator == "gpu"
+    timer = _step_timer(warmup, steps, gpu, bare)
     with quiet():
         train.run(cfg, experiment="bench", run_name=name, callbacks=[timer])
-    return rate([timer.stamps[i] for i in range(warmup, warmup + steps + 1)], cfg) | {"log_calls": timer.log_calls}
+    suite, bare_steps = timer.times()
+    out = {"step_s": step_time(suite, gpu), "steps_s": suite, "log_calls": timer.log_calls}
+    if bare is not None:
+        out |= {"bare_step_s": step_time(bare_steps, gpu), "bare_steps_s": bare_steps, "ratio": median([b / s for s, b in zip(suite, bare_steps)])}
+    return out
 
 
-def rate(stamps: list[tuple[float, float]], cfg: Config) -> dict:
-    """Throughput from the (wall, process CPU) times at which consecutive steps
-    start. On the CPU, from the median step (robust to other processes taking the
-    cores for a while); on a GPU, where only the first and last stamps are
-    synchronised, from the whole window."""
-    walls = [b[0] - a[0] for a, b in zip(stamps, stamps[1:])]
-    cpus = [b[1] - a[1] for a, b in zip(stamps, stamps[1:])]
-    step = sum(walls) / len(walls) if cfg.trainer.accelerator == "gpu" else median(walls)
-    return {"img_per_s": cfg.data.batch_size / step, "step_s": step, "steps_s": walls, "cpu_steps_s": cpus}
-
-
-def bare_once(cfg: Config, images, labels, stats: dict, num_classes: int, warmup: int, steps: int) -> dict:
-    """The same training in plain PyTorch: index the in-memory uint8 images, augment
-    the batch with the same BatchPipeline, forward, cross-entropy, backward, SGD."""
+def bare_once(loop: BareLoop, warmup: int, steps: int) -> dict:
+    """A standalone bare run (for the GPU, where steps are not timed one by one)."""
     import torch
 
-    from data.augment import TRAIN_AUGMENTS, BatchPipeline
-    from lightning_modules.networks import build_network
-    from ablations.train import resolved_sizes
-
-    gpu = cfg.trainer.accelerator == "gpu"
-    device = torch.device("cuda" if gpu else "cpu")
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
-    torch.manual_seed(cfg.seed)
-    size = resolved_sizes(cfg)
-    net = build_network(cfg.model, num_classes, size).to(device)
-    pipeline = BatchPipeline(size, stats, TRAIN_AUGMENTS[cfg.data.augment]).to(device)
-    if cfg.trainer.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    o = cfg.optim
-    decay = [p for p in net.parameters() if p.dim() > 1]
-    no_decay = [p for p in net.parameters() if p.dim() <= 1]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, momentum=o.momentum)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.trainer.precision == "bf16-mixed")
-    b = cfg.data.batch_size
-    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.seed))
-    net.train()
-    stamps = []
-    for i in range(warmup + steps + 1):
-        if i >= warmup:
-            if gpu and i in (warmup, warmup + steps):
-                torch.cuda.synchronize()
-            stamps.append((time.perf_counter(), time.process_time()))
-        if i == warmup + steps:
-            break
-        start = (i % (len(perm) // b)) * b
-        idx = perm[start : start + b]
-        x, y = images[idx], labels[idx]
-        if gpu:
-            x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-        x = pipeline.train_batch(x)
-        if cfg.trainer.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            loss = torch.nn.functional.cross_entropy(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return rate(stamps, cfg)
+    gpu = loop.device.type == "cuda"
+    for _ in range(warmup):
+        loop.step()
+    if gpu:
+        torch.cuda.synchronize()
+    stamps = [time.perf_counter()]
+    for _ in range(steps):
+        loop.step()
+        if not gpu:
+            stamps.append(time.perf_counter())
+    if gpu:
+        torch.cuda.synchronize()
+        stamps = [stamps[0] + (time.perf_counter() - stamps[0]) * k / steps for k in range(steps + 1)]
+    walls = [b - a for a, b in zip(stamps, stamps[1:])]
+    return {"step_s": step_time(walls, gpu), "steps_s": walls}
 
 
 def compare(cfg: Config, sizes: Sizes, warmup: int, steps: int, label: str) -> dict:
-    """Interleaved repeats: suite, bare, suite, bare, ...; medians. The ratio is the
-    median of each suite repeat over the bare repeat right after it, which cancels
-    slow drifts in what else the machine runs."""
-    from data.datamodule import AblationDataModule
+    """Suite against bare, in `sizes.repeats` repeats; medians over the repeats.
+    On the CPU each repeat is one suite run whose steps alternate one by one with
+    bare steps (suite, bare, suite, bare, ...), so that both see the same machine
+    even when other processes come and go; its ratio is the median of the
+    step pairs' ratios. On a GPU, where a step is not timed alone without
+    synchronising, whole runs alternate (suite, bare, suite, bare, ...)."""
     from ablations.train import resolved_sizes
+    from data.datamodule import AblationDataModule
 
+    gpu = cfg.trainer.accelerator == "gpu"
     dm = AblationDataModule(cfg.data, resolved_sizes(cfg), seed=cfg.seed)
     dm.setup("fit")  # the same in-memory data the suite's datamodule gets (memo_shapes)
     train = dm.splits.train
-    suite, bare = [], []
+    runs = []
     for r in range(sizes.repeats):
-        progress(f"{label}: suite run {r + 1}/{sizes.repeats}")
-        suite.append(suite_once(cfg, warmup, steps, f"{label}-suite-{r}"))
-        progress(f"{label}: bare loop {r + 1}/{sizes.repeats}")
-        bare.append(bare_once(cfg, train.images, train.labels, dm.stats, dm.num_classes, warmup, steps))
-    s, b = median([x["img_per_s"] for x in suite]), median([x["img_per_s"] for x in bare])
+        bare = BareLoop(cfg, train.images, train.labels, dm.stats, dm.num_classes)
+        progress(f"{label}: repeat {r + 1}/{sizes.repeats}: suite run" + ("" if gpu else " with bare steps interleaved"))
+        run = suite_once(cfg, warmup, steps, f"{label}-suite-{r}", None if gpu else bare)
+        if gpu:
+            progress(f"{label}: repeat {r + 1}/{sizes.repeats}: bare run")
+            alone = bare_once(bare, warmup, steps)
+            run |= {"bare_step_s": alone["step_s"], "bare_steps_s": alone["steps_s"], "ratio": alone["step_s"] / run["step_s"]}
+        runs.append(run)
+        del bare
+    b = cfg.data.batch_size
     return {
-        "suite_img_per_s": s,
-        "bare_img_per_s": b,
-        "ratio": median([x["img_per_s"] / y["img_per_s"] for x, y in zip(suite, bare)]),
-        "suite_runs": [x["img_per_s"] for x in suite],
-        "bare_runs": [x["img_per_s"] for x in bare],
-        "suite_step_s": median([x["step_s"] for x in suite]),
-        "bare_step_s": median([x["step_s"] for x in bare]),
-        "log_calls": [c for x in suite for c in x["log_calls"]],
-        "suite_steps_s": [x["steps_s"] for x in suite],
-        "bare_steps_s": [x["steps_s"] for x in bare],
-        "suite_cpu_steps_s": [x["cpu_steps_s"] for x in suite],
-        "bare_cpu_steps_s": [x["cpu_steps_s"] for x in bare],
+        "suite_img_per_s": median([b / x["step_s"] for x in runs]),
+        "bare_img_per_s": median([b / x["bare_step_s"] for x in runs]),
+        "ratio": median([x["ratio"] for x in runs]),
+        "ratios": [x["ratio"] for x in runs],
+        "suite_runs": [b / x["step_s"] for x in runs],
+        "bare_runs": [b / x["bare_step_s"] for x in runs],
+        "suite_step_s": median([x["step_s"] for x in runs]),
+        "bare_step_s": median([x["bare_step_s"] for x in runs]),
+        "suite_steps_s": [x["steps_s"] for x in runs],
+        "bare_steps_s": [x["bare_steps_s"] for x in runs],
+        "log_calls": [c for x in runs for c in x["log_calls"]],
+        "interleaved": "runs" if gpu else "steps",
         "warmup": warmup,
         "steps": steps,
         "repeats": sizes.repeats,
-        "batch": cfg.data.batch_size,
-        "steps_per_epoch": len(train.labels) // cfg.data.batch_size,
+        "batch": b,
+        "steps_per_epoch": len(train.labels) // b,
         "log_every_n_steps": cfg.trainer.log_every_n_steps,
     }
 
@@ -488,22 +537,24 @@ def render(r: dict) -> str:
 
     c = r["cifar"]
     add("")
+    add(f"training throughput, images/s: cifar, 32 px, batch {c['batch']}, 32-true, CPU, {m['threads']} threads")
     add(
-        f"training throughput, images/s: cifar, 32 px, batch {c['batch']}, 32-true, CPU, {m['threads']} threads "
-        f"(median of {c['repeats']} interleaved repeats; {c['steps']} steps timed after {c['warmup']} warm-up)"
+        f"(median of {c['repeats']} repeats, each a suite run whose {c['steps']} timed steps, after {c['warmup']} warm-up, "
+        "alternate one by one with bare steps)"
     )
-    runs = lambda xs: "runs " + ", ".join(fmt_rate(x) for x in xs)  # noqa: E731
+    runs = lambda xs, fmt=fmt_rate: "repeats " + ", ".join(fmt(x) for x in xs)  # noqa: E731
     row("suite (Lightning + MLflow + checkpoint)", fmt_rate(c["suite_img_per_s"]), f"{c['suite_step_s'] * 1000:.0f} ms/step; {runs(c['suite_runs'])}")
     row("bare PyTorch", fmt_rate(c["bare_img_per_s"]), f"{c['bare_step_s'] * 1000:.0f} ms/step; {runs(c['bare_runs'])}")
-    row("suite / bare", f"{c['ratio']:.3f}", "median of the paired repeats' ratios")
+    row("suite / bare", f"{c['ratio']:.3f}", f"median over step pairs; {runs(c['ratios'], lambda x: f'{x:.3f}')}")
     g = r.get("alexnet")
     if g is None:
         row("alexnet 227 px bf16-mixed channels_last", "skipped", "no CUDA GPU here; run make bench on a GPU machine")
     else:
         add(f"training throughput, images/s: alexnet, 227 px, batch {g['batch']}, bf16-mixed, channels_last, GPU ({m['gpu']})")
+        add(f"(median of {g['repeats']} interleaved repeats, suite run then bare run, {g['steps']} steps timed after {g['warmup']} warm-up)")
         row("alexnet suite", fmt_rate(g["suite_img_per_s"]), f"{g['suite_step_s'] * 1000:.1f} ms/step; {runs(g['suite_runs'])}")
         row("alexnet bare PyTorch", fmt_rate(g["bare_img_per_s"]), f"{g['bare_step_s'] * 1000:.1f} ms/step; {runs(g['bare_runs'])}")
-        row("alexnet suite / bare", f"{g['ratio']:.3f}", "median of the paired repeats' ratios")
+        row("alexnet suite / bare", f"{g['ratio']:.3f}", f"median over repeat pairs; {runs(g['ratios'], lambda x: f'{x:.3f}')}")
 
     lg = r["logging"]
     add("")
@@ -592,7 +643,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that the bench runs; the figures mean nothing")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats of suite and bare (default 3)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     sizes = QUICK if args.quick else FULL
     if args.repeats:
         sizes = dataclasses.replace(sizes, repeats=args.repeats)

@@ -27,7 +27,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--profile", default="demo")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     start = time.time()
     try:
         seeds = parse_seeds(args.seeds, "SEEDS")

@@ -381,7 +381,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name")
     parser.add_argument("--config-dir", type=Path, default=CONFIG_DIR)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         path = write_report(args.name, config_dir=args.config_dir)
     except ConfigError as err:

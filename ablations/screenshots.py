@@ -415,7 +415,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=DOCS_IMG, help="where the PNGs go (default docs/img)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the fresh study's store, server log and report here (default: a temporary folder, removed)")
     parser.add_argument("--chromium", default=None, help="the Chromium binary (default: chromium on PATH, or $CHROMIUM)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
 
     if chromium_path(args.chromium) is None:
         print("error: no Chromium found; install it (Debian: apt-get install chromium) or pass --chromium PATH", file=sys.stderr)

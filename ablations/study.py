@@ -160,10 +160,9 @@ class Study:
         self.ablation = load_ablation(name, config_dir)
         self.profile, self.args, self.gpus, self.parallel, self.force = profile, args, gpus, max(1, parallel), force
         self.config_dir = config_dir
-        self.threads_per_run = None
-        if parallel > 1 and not gpus and not any(a.startswith("trainer.threads=") for a in args):
-            self.threads_per_run = max(1, (os.cpu_count() or 1) // self.parallel)
-        extra = args + ([f"trainer.threads={self.threads_per_run}"] if self.threads_per_run else [])
+        extra = list(args)
+        if self.parallel > 1 and not gpus and not any(a.startswith("trainer.threads=") for a in args):
+            extra.append(f"trainer.threads={max(1, (os.cpu_count() or 1) // self.parallel)}")  # share the cores
         self.runs = expand(self.ablation, profile, extra, seeds, gpus, config_dir)
         self._procs: dict[int, subprocess.Popen] = {}
         self._stopping = False
@@ -192,7 +191,7 @@ class Study:
         cmd = [sys.executable, "-m", "ablations.train", "--run-id", run_id, "--config-dir", str(self.config_dir)]
         if self.profile:
             cmd += ["--profile", self.profile]
-        cmd += spec.overrides + ([f"trainer.threads={self.threads_per_run}"] if self.threads_per_run else [])
+        cmd += spec.overrides  # the threads per run, when parallel, are among them
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=_child_env(slot, self.parallel, self.gpus), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
         )
@@ -205,7 +204,7 @@ class Study:
         for line in proc.stdout:
             line = line.rstrip()
             tail.append(line)
-            if line.startswith(("epoch ", "resuming", "error", "run ")) or "Error" in line:
+            if line.startswith(("epoch ", "resuming", "error")) or "Error" in line:
                 _say(prefix + line)
         code = proc.wait()
         self._procs.pop(proc.pid, None)
@@ -350,7 +349,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--parallel", type=int, default=1, help="runs at the same time")
     parser.add_argument("--force", action="store_true", help="train every run again, even finished ones")
     parser.add_argument("--config-dir", type=Path, default=CONFIG_DIR)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         seeds = parse_seeds(args.seeds, "SEEDS") if args.seeds else None
         study = Study(args.name, args.profile, args.overrides, seeds, args.gpus, args.parallel, args.force, args.config_dir)

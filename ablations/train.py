@@ -260,7 +260,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--run-id", default=None, help="an existing MLflow run to train into (used by studies)")
     parser.add_argument("--run-name", default=None)
     parser.add_argument("--config-dir", type=Path, default=CONFIG_DIR)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         cfg = load_config(args.overrides, args.profile, args.config_dir)
     except ConfigError as err:

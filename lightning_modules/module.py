@@ -48,9 +48,8 @@ class AlexNetModule(L.LightningModule):
     def _accumulate(self, prefix: str, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         top5 = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
         hit = top5 == labels[:, None]
-        values = torch.stack([loss.detach() * len(labels), (~hit[:, 0]).sum(), (~hit.any(-1)).sum(), torch.tensor(len(labels), device=loss.device)]).double()
-        key = prefix
-        self._sums[key] = self._sums.get(key, torch.zeros(4, dtype=torch.float64, device=loss.device)) + values
+        values = torch.stack([loss.detach() * len(labels), (~hit[:, 0]).sum(), (~hit.any(-1)).sum(), torch.ones_like(loss) * len(labels)]).double()
+        self._sums[prefix] = self._sums.get(prefix, torch.zeros(4, dtype=torch.float64, device=loss.device)) + values
 
     def _reduce(self, prefix: str) -> tuple[float, float, float, float]:
         sums = self._sums.pop(prefix, torch.zeros(4, dtype=torch.float64, device=self.device))
@@ -63,10 +62,12 @@ class AlexNetModule(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = self.loss(logits, y)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, step {self.global_step}")
         self._accumulate("train", loss, logits, y)
-        if self.global_step % self.cfg.trainer.log_every_n_steps == 0:
+        # Lightning writes step metrics when (step + 1) is a multiple of the interval; checking
+        # finiteness only then spares a device sync per step (the epoch end checks again).
+        if (self.global_step + 1) % self.cfg.trainer.log_every_n_steps == 0:
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, step {self.global_step}")
             # averaged over the ranks' equal slices: the loss of the global batch, as on one device
             self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=False, sync_dist=True)
         return loss

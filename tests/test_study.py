@@ -157,9 +157,10 @@ def test_make_target_for_a_dropped_in_file(store, tmp_path):
     try:
         listed = subprocess.run(["make", "-s", "ablations"], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert name in listed.stdout
-        result = subprocess.run(["make", f"ablate-{name}", "PROFILE=smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        result = subprocess.run(["make", f"ablate-{name}", "PROFILE=smoke", "ARGS=trainer.max_epochs=1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     finally:
         path.unlink()
     _, children = _children(MlflowClient(store), name)
     assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED"]
+    assert all(c.data.params["trainer.max_epochs"] == "1" for c in children)  # ARGS reached every run
