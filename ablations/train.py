@@ -91,8 +91,10 @@ def _mark_failed(run_id: str, err: BaseException, rank: int) -> None:
         client = tracking.client()
         if tracking.retry(client.get_run, run_id).info.status != "RUNNING":
             return
-        reason = (f"rank {rank}: " if rank else "") + f"{type(err).__name__}: {err}"
+        # Lightning turns Ctrl-C into SystemExit(1), and SIGTERM into SIGTERMException (a SystemExit)
         status = "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED"
+        what = "interrupted (Ctrl-C or SIGTERM)" if status == "KILLED" else f"{type(err).__name__}: {err}"
+        reason = (f"rank {rank}: " if rank else "") + what
         tracking.retry(client.set_tag, run_id, "failure_reason", reason[:4000])
         tracking.retry(client.set_terminated, run_id, status)
     except Exception as store_err:  # keep the training error, which is the one to report
@@ -282,7 +284,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if _rank() == 0:
         from ablations import tracking
 
-        print(f"run {run_id} finished in {time.time() - start:.0f} s; experiment '{args.experiment}' in {tracking.tracking_uri()} (make ui to browse)")
+        where = "" if args.run_id else f"; experiment '{args.experiment}'"
+        print(f"run {run_id} finished in {time.time() - start:.0f} s{where} in {tracking.tracking_uri()} (make ui to browse)")
     return 0
 
 

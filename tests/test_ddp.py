@@ -167,8 +167,8 @@ def test_failure_on_rank_1_marks_run_failed(store, tmp_path):
 
 @pytest.mark.slow
 def test_study_parallel_two(store):
-    # overrides right after the name: argparse takes no positionals after the options
-    proc = run_cli("ablations.study", "activation", "trainer.max_epochs=1", *SMOKE, "--seeds", "1", "--parallel", "2", timeout=240)
+    # the command, one epoch per run to keep the test short (overrides last, as `make ARGS=` puts them)
+    proc = run_cli("ablations.study", "activation", *SMOKE, "--seeds", "1", "--parallel", "2", "trainer.max_epochs=1", timeout=240)
     assert proc.returncode == 0, show(proc)
     output = proc.stdout + proc.stderr
     assert "database is locked" not in output.lower(), show(proc)
