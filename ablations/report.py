@@ -151,6 +151,7 @@ def _plot_curves(results: list[RunResult], order: list[str], path: Path, key: st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     for variant in order:
@@ -168,6 +169,7 @@ def _plot_curves(results: list[RunResult], order: list[str], path: Path, key: st
     if key == "train_err1":
         ax.axhline(TARGET_TRAIN_ERR * 100, color="grey", ls="--", lw=1, label="25% (Figure 1)")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel(f"{key.replace('_err1', ' top-1 error')} (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
