@@ -461,7 +461,36 @@ def data_pipeline(base: Config, image_size: int, batch: int, batches: int, calls
             pipeline.train_batch(x)
             times.append(time.perf_counter() - t)
         out[aug] = {"loader_img_per_s": loader, "pipeline_img_per_s": batch / median(times), "stored": dm.side}
+    out["paper"]["from_files_img_per_s"] = _loader_from_files(dm, batch, batches)
     return out
+
+
+def _loader_from_files(dm, batch: int, batches: int) -> float:
+    """The "before" of the in-memory cache: the same images as JPEG files, decoded
+    by the loader for every batch (what a file dataset does without the cache)."""
+    import torch
+    from PIL import Image
+
+    from data.datamodule import SplitDataset, _batch
+    from data.registry import FileSplit
+
+    with tempfile.TemporaryDirectory(prefix="ablation-bench-jpeg-") as folder:
+        files = []
+        for i, image in enumerate(dm.splits.train.images[: batch * (batches + 1)]):
+            path = Path(folder) / f"{i:05d}.jpg"
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(path, quality=95)
+            files.append(path)
+        dataset = SplitDataset(FileSplit(files, [0] * len(files)), dm.side)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, collate_fn=_batch)
+        with threads(1):
+            it = iter(loader)
+            next(it)
+            times = []
+            for _ in range(batches):
+                t = time.perf_counter()
+                next(it)
+                times.append(time.perf_counter() - t)
+    return batch / median(times)
 
 
 # ------------------------------------------------------------------ start-up
@@ -575,6 +604,10 @@ def render(r: dict) -> str:
     for size, table in r["data"].items():
         for aug, d in table.items():
             row(f"{aug} {size} px (stored {d['stored']}): loader / worker", fmt_rate(d["loader_img_per_s"]), f"BatchPipeline {fmt_rate(d['pipeline_img_per_s'])}")
+        files = table["paper"].get("from_files_img_per_s")
+        if files:
+            ratio = table["paper"]["loader_img_per_s"] / files
+            row(f"before: paper {size} px decoding JPEG files", fmt_rate(files), f"in memory is {ratio:,.0f}x faster")
     k = r["keep_up"]
     for line in k["lines"]:
         row(line[0], line[1], line[2])
