@@ -158,7 +158,7 @@ def _child_env(slot: int, parallel: int, gpus: int) -> dict[str, str]:
 class Study:
     def __init__(self, name: str, profile: Optional[str], args: list[str], seeds: Optional[list[int]], gpus: int, parallel: int, force: bool, config_dir: Path = CONFIG_DIR):
         self.ablation = load_ablation(name, config_dir)
-        self.profile, self.args, self.gpus, self.parallel, self.force = profile, args, gpus, max(1, parallel), force
+        self.profile, self.gpus, self.parallel, self.force = profile, gpus, max(1, parallel), force
         self.config_dir = config_dir
         extra = list(args)
         if self.parallel > 1 and not gpus and not any(a.startswith("trainer.threads=") for a in args):
