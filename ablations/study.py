@@ -118,7 +118,7 @@ def copy_run(client, source, experiment_id: str, tags: dict[str, str], run_name:
     return run_id
 
 
-def plan_run(client, experiment_id: str, parent_id: str, spec: RunSpec, force: bool) -> tuple[str, Optional[str]]:
+def plan_run(client, experiment_id: str, spec: RunSpec, force: bool) -> tuple[str, Optional[str]]:
     """Returns ("skip", run_id), ("resume", run_id), ("reuse", source_run_id) or ("new", None)."""
     from ablations.train import CHECKPOINT_ROOT
 
@@ -212,7 +212,7 @@ class Study:
 
     def _one(self, spec: RunSpec, parent_id: str, experiment_id: str, slot_pool) -> Outcome:
         client = tracking.client()
-        action, run_id = plan_run(client, experiment_id, parent_id, spec, self.force)
+        action, run_id = plan_run(client, experiment_id, spec, self.force)
         if action == "skip":
             _say(f"skip   {spec.name}: finished before (run {run_id})")
             return Outcome(spec, run_id, "SKIPPED")
