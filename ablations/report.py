@@ -21,6 +21,7 @@ import numpy as np
 
 from ablations import tracking
 from ablations.config import CONFIG_DIR, ROOT, ConfigError
+from ablations.evaluate import TRAIN_EVAL_IMAGES
 
 REPORT_DIR = Path(os.environ.get("ABLATION_REPORTS") or ROOT / "reports")
 TARGET_TRAIN_ERR = 0.25  # the paper's Figure 1 measure
@@ -32,6 +33,7 @@ class RunResult:
     seed: int
     run_id: str
     curves: dict[str, list[float]]  # metric -> value per epoch
+    clean_train_err1: float = math.nan  # final weights, eval mode, no augmentation (ablations/evaluate.py)
 
     def final(self, key: str) -> float:
         return self.curves[key][-1] if self.curves.get(key) else math.nan
@@ -132,13 +134,14 @@ def collect(name: str, parent_id: Optional[str] = None) -> tuple[list[RunResult]
     ids = [i for i in parent.data.tags.get("child_runs", "").split(",") if i]
     if not ids:  # a study still in progress or interrupted: its own children
         ids = [r.info.run_id for r in client.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'", max_results=1000)]
+    from ablations.evaluate import fill_in
+
+    runs = [r for r in (client.get_run(i) for i in ids) if r.info.status == "FINISHED"]
+    clean = fill_in(client, runs)
     results = []
-    for run_id in ids:
-        run = client.get_run(run_id)
-        if run.info.status != "FINISHED":
-            continue
-        tags = run.data.tags
-        results.append(RunResult(tags.get("variant", "?"), int(tags.get("seed", 0)), run_id, _curves(client, run_id)))
+    for run in runs:
+        tags, run_id = run.data.tags, run.info.run_id
+        results.append(RunResult(tags.get("variant", "?"), int(tags.get("seed", 0)), run_id, _curves(client, run_id), clean.get(run_id, math.nan)))
     meta = {"parent_id": parent.info.run_id, "parent_name": parent.info.run_name, "profile": parent.data.tags.get("profile", ""), "variants": parent.data.params.get("variants", "").split(",")}
     return results, meta
 
@@ -210,6 +213,7 @@ class VariantRow:
     final_err5: Stat
     best_err5: Stat
     train_err1: Stat
+    clean_train_err1: Stat
     gap: Stat
     epochs_to_25: Stat
     epoch_time: Stat
@@ -231,7 +235,8 @@ def analyse(results: list[RunResult], order: list[str], baseline: str) -> list[V
             final_err5=describe([r.final("val_err5") for r in rs]),
             best_err5=describe([r.best("val_err5") for r in rs]),
             train_err1=describe([r.final("train_err1") for r in rs]),
-            gap=describe([r.final("val_err1") - r.final("train_err1") for r in rs]),
+            clean_train_err1=describe([r.clean_train_err1 for r in rs]),
+            gap=describe([r.final("val_err1") - r.clean_train_err1 for r in rs]),
             epochs_to_25=describe([r.epochs_to() for r in rs]),
             epoch_time=describe([float(np.median(r.curves["epoch_time_s"])) if r.curves.get("epoch_time_s") else math.nan for r in rs]),
             seeds=sorted(by_seed[v]),
@@ -281,15 +286,17 @@ def render(name: str, description: str, baseline: str, rows: list[VariantRow], m
         "## Training speed and overfitting",
         "",
         f"Epochs to reach {TARGET_TRAIN_ERR:.0%} training error (the paper's Figure 1 measure; n/a: not reached in {epochs} epochs), "
-        "the final training error, the gap between validation and training error, and the median time per epoch.",
+        "the training error of the last epoch as logged during training (augmented batches, dropout on), "
+        f"the final weights' training error in eval mode without augmentation ({TRAIN_EVAL_IMAGES:,} fixed training images, or all if fewer), "
+        "the overfitting gap (final validation error minus the latter), and the median time per epoch.",
         "",
-        "| variant | epochs to 25% train err | ratio to baseline | final train top-1 err | val − train gap | time per epoch (s) |",
-        "|---|---|---|---|---|---|",
+        "| variant | epochs to 25% train err | ratio to baseline | train top-1 err, last epoch | train top-1 err, eval mode | val − train gap | time per epoch (s) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         reached = f"{r.epochs_to_25.fmt(pct=False, digits=1)} ({r.epochs_to_25.n}/{r.n} seeds)"
         ratio = "n/a" if math.isnan(r.ratio_epochs) else f"{r.ratio_epochs:.2f}x"
-        lines.append(f"| {r.variant} | {reached} | {ratio} | {r.train_err1.fmt()} | {r.gap.fmt()} | {r.epoch_time.fmt(pct=False)} |")
+        lines.append(f"| {r.variant} | {reached} | {ratio} | {r.train_err1.fmt()} | {r.clean_train_err1.fmt()} | {r.gap.fmt()} | {r.epoch_time.fmt(pct=False)} |")
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     lines += ["", f"Reproduce: `make ablate-{name}{' PROFILE=' + meta['profile'] if meta['profile'] else ''}`; regenerate: `make report-{name}`.", ""]
     return "\n".join(lines)
@@ -334,6 +341,8 @@ def write_report(name: str, parent_id: Optional[str] = None, config_dir: Path = 
                 "delta": None if r.vs_baseline is None else r.vs_baseline.diff.__dict__ | {"p": r.vs_baseline.p_value, "within_noise": r.vs_baseline.within_noise},
                 "epochs_to_25": r.epochs_to_25.__dict__,
                 "ratio_epochs": r.ratio_epochs,
+                "train_err1": r.train_err1.__dict__,
+                "clean_train_err1": r.clean_train_err1.__dict__,
                 "gap": r.gap.__dict__,
             }
             for r in rows

@@ -11,6 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ablations.config import CONFIG_DIR, ROOT, ConfigError
+from ablations.evaluate import METRIC
 from ablations.spec import available, expand, load_ablation, parse_seeds
 from tests.conftest import run_cli
 
@@ -110,6 +111,9 @@ def test_study_end_to_end_and_rerun_skips(store, tmp_path):
     report = tmp_path / "reports" / "activation" / "report.md"
     text = report.read_text()
     assert "| relu | 2 |" in text and "| tanh | 2 |" in text and "paired t-test" in text
+    assert "train top-1 err, eval mode" in text
+    for c in children:  # the report filled in each run's training error without augmentation
+        assert 0.0 <= client.get_run(c.info.run_id).data.metrics[METRIC] <= 1.0
     for png in ("train_error.png", "val_error.png", "val_error_curves.png"):
         assert (report.parent / png).stat().st_size > 1000
     assert "report" in {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -124,6 +128,11 @@ def test_study_end_to_end_and_rerun_skips(store, tmp_path):
     # an identical config in another study is reused, not retrained
     other = run_cli("ablations.study", "init", "--profile", "smoke", "--seeds", "1", "model.init=default")
     assert "reuse" in other.stdout, other.stdout
+    _, copies = _children(client, "init")
+    reused = [c for c in copies if "reused_from" in c.data.tags]
+    assert reused
+    for c in reused:  # evaluated from the source run's weights
+        assert c.data.metrics[METRIC] == client.get_run(c.data.tags["reused_from"]).data.metrics[METRIC]
 
 
 @pytest.mark.slow
