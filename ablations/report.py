@@ -142,7 +142,7 @@ def collect(name: str, parent_id: Optional[str] = None) -> tuple[list[RunResult]
     for run in runs:
         tags, run_id = run.data.tags, run.info.run_id
         results.append(RunResult(tags.get("variant", "?"), int(tags.get("seed", 0)), run_id, _curves(client, run_id), clean.get(run_id, math.nan)))
-    meta = {"parent_id": parent.info.run_id, "parent_name": parent.info.run_name, "profile": parent.data.tags.get("profile", ""), "variants": parent.data.params.get("variants", "").split(",")}
+    meta = {"parent_id": parent.info.run_id, "parent_name": parent.info.run_name, "profile": parent.data.tags.get("profile", ""), "variants": parent.data.params.get("variants", "").split(","), "overrides": parent.data.params.get("overrides", ""), "seeds": parent.data.params.get("seeds", "")}
     return results, meta
 
 
@@ -298,7 +298,11 @@ def render(name: str, description: str, baseline: str, rows: list[VariantRow], m
         ratio = "n/a" if math.isnan(r.ratio_epochs) else f"{r.ratio_epochs:.2f}x"
         lines.append(f"| {r.variant} | {reached} | {ratio} | {r.train_err1.fmt()} | {r.clean_train_err1.fmt()} | {r.gap.fmt()} | {r.epoch_time.fmt(pct=False)} |")
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
-    lines += ["", f"Reproduce: `make ablate-{name}{' PROFILE=' + meta['profile'] if meta['profile'] else ''}`; regenerate: `make report-{name}`.", ""]
+    command = f"make ablate-{name}"
+    command += f" PROFILE={meta['profile']}" if meta["profile"] else ""
+    command += f" SEEDS={meta['seeds']}" if meta.get("seeds") else ""
+    command += f' ARGS="{meta["overrides"]}"' if meta.get("overrides") else ""
+    lines += ["", f"Reproduce: `{command}` (add PARALLEL=k to run k at a time); regenerate: `make report-{name}`.", ""]
     return "\n".join(lines)
 
 

@@ -160,6 +160,7 @@ class Study:
         self.ablation = load_ablation(name, config_dir)
         self.profile, self.gpus, self.parallel, self.force = profile, gpus, max(1, parallel), force
         self.config_dir = config_dir
+        self.args = list(args)
         extra = list(args)
         if self.parallel > 1 and not gpus and not any(a.startswith("trainer.threads=") for a in args):
             extra.append(f"trainer.threads={max(1, (os.cpu_count() or 1) // self.parallel)}")  # share the cores
@@ -294,6 +295,8 @@ class Study:
         parent_id = parent.info.run_id
         tracking.retry(client.log_param, parent_id, "seeds", ",".join(str(s) for s in sorted({r.seed for r in self.runs})))
         tracking.retry(client.log_param, parent_id, "variants", ",".join(dict.fromkeys(r.variant for r in self.runs)))
+        if self.args:  # the report's reproduce line repeats them
+            tracking.retry(client.log_param, parent_id, "overrides", " ".join(self.args))
         n = len(self.runs)
         _say(f"study '{self.ablation.name}': {n} runs ({len(self.ablation.variants)} variants x {n // len(self.ablation.variants)} seeds), parent run {parent_id}, store {tracking.tracking_uri()}")
         slots: queue.Queue = queue.Queue()

@@ -112,6 +112,7 @@ def test_study_end_to_end_and_rerun_skips(store, tmp_path):
     text = report.read_text()
     assert "| relu | 2 |" in text and "| tanh | 2 |" in text and "paired t-test" in text
     assert "train top-1 err, eval mode" in text
+    assert "Reproduce: `make ablate-activation PROFILE=smoke SEEDS=0,1`" in text
     for c in children:  # the report filled in each run's training error without augmentation
         assert 0.0 <= client.get_run(c.info.run_id).data.metrics[METRIC] <= 1.0
     for png in ("train_error.png", "val_error.png", "val_error_curves.png"):
@@ -128,6 +129,7 @@ def test_study_end_to_end_and_rerun_skips(store, tmp_path):
     # an identical config in another study is reused, not retrained
     other = run_cli("ablations.study", "init", "--profile", "smoke", "--seeds", "1", "model.init=default")
     assert "reuse" in other.stdout, other.stdout
+    assert 'Reproduce: `make ablate-init PROFILE=smoke SEEDS=0 ARGS="model.init=default"`' in (tmp_path / "reports" / "init" / "report.md").read_text()
     _, copies = _children(client, "init")
     reused = [c for c in copies if "reused_from" in c.data.tags]
     assert reused
