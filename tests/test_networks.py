@@ -102,12 +102,25 @@ def _lrn_by_the_equation(a: torch.Tensor, n=5, k=2.0, alpha=1e-4, beta=0.75) -> 
     return b
 
 
+def test_lrn_gradient_matches_the_equations():
+    a = (torch.randn(2, 7, 3, 3, dtype=torch.float64) * 30).requires_grad_()
+    torch.autograd.gradcheck(PaperLRN(), (a,))
+    (grad,) = torch.autograd.grad(PaperLRN()(a).square().sum(), a)
+    (expected,) = torch.autograd.grad(_lrn_by_the_equation(a).square().sum(), a)
+    torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
+
+
 def test_lrn_matches_the_paper_equation():
     torch.manual_seed(0)
     a = torch.randn(2, 12, 5, 5, dtype=torch.float64) * 30  # large activations, so alpha matters
     expected = _lrn_by_the_equation(a)
     got = PaperLRN()(a)
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    # the CUDA path: torch's kernel with alpha * n
+    fused = torch.nn.functional.local_response_norm(a, 5, alpha=1e-4 * 5, beta=0.75, k=2.0)
+    torch.testing.assert_close(fused, expected, rtol=1e-10, atol=1e-12)
+    if torch.cuda.is_available():
+        torch.testing.assert_close(PaperLRN()(a.cuda()).cpu(), expected, rtol=1e-10, atol=1e-12)
     # torch's own layer with the paper's alpha as written is not the paper's formula
     naive = torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)(a)
     assert not torch.allclose(naive, expected, rtol=1e-4)
