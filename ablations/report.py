@@ -21,7 +21,7 @@ import numpy as np
 
 from ablations import tracking
 from ablations.config import CONFIG_DIR, ROOT, ConfigError
-from ablations.evaluate import TRAIN_EVAL_IMAGES
+from ablations.evaluate import TRAIN_EVAL_IMAGES, fill_in
 
 REPORT_DIR = Path(os.environ.get("ABLATION_REPORTS") or ROOT / "reports")
 TARGET_TRAIN_ERR = 0.25  # the paper's Figure 1 measure
@@ -134,8 +134,6 @@ def collect(name: str, parent_id: Optional[str] = None) -> tuple[list[RunResult]
     ids = [i for i in parent.data.tags.get("child_runs", "").split(",") if i]
     if not ids:  # a study still in progress or interrupted: its own children
         ids = [r.info.run_id for r in client.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'", max_results=1000)]
-    from ablations.evaluate import fill_in
-
     runs = [r for r in (client.get_run(i) for i in ids) if r.info.status == "FINISHED"]
     clean = fill_in(client, runs)
     results = []
