@@ -22,7 +22,7 @@ STUDY_FLAGS = --profile $(PROFILE) $(if $(SEEDS),--seeds "$(SEEDS)") --gpus $(GP
 	$(if $(DATA),data.name=$(DATA)) $(ARGS)
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: help install test test-fast train summary ablations ablate-all demo report-all ui server bench gpu-check screenshots clean
+.PHONY: help install lint test test-fast train summary ablations ablate-all demo ui server bench gpu-check screenshots clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -36,6 +36,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed ## create .venv and install the suite (re-runs only when pyproject.toml changes)
+
+lint: install ## ruff, and the import layers (lint-imports: contracts in pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 test: install ## run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -61,6 +66,9 @@ ablate-all: install ## run every ablation study in configs/ablations/
 report-%: install ## (re)write the report of the newest study: make report-activation
 	$(PY) -m ablations.report $*
 
+backfill-%: install ## measure the clean training error of a study's runs that predate it: make backfill-dropout
+	$(PY) -m ablations.backfill $*
+
 demo: install ## the main job, offline: every ablation on synthetic shapes, reports, summary (about 10 min on 2 CPU cores)
 	$(PY) -m ablations.demo $(if $(SEEDS),--seeds "$(SEEDS)") --parallel $(if $(filter command line,$(origin PARALLEL)),$(PARALLEL),2) $(if $(FORCE),--force) $(ARGS)
 
@@ -72,13 +80,13 @@ server: install ## a shared MLflow tracking server (SQLite + local artifacts) on
 		--serve-artifacts --host $(HOST) --port $(PORT)
 
 bench: install ## throughput of the suite vs a bare PyTorch loop, logging cost, data pipeline
-	$(PY) -m ablations.bench
+	$(PY) -m tools.bench
 
 gpu-check: install ## on a CUDA machine: paper AlexNet in bf16, channels_last, a few hundred steps
-	$(PY) -m ablations.gpu_check
+	$(PY) -m tools.gpu_check
 
 screenshots: install ## MLflow UI screenshots of a fresh smoke study in headless Chromium -> docs/img/ (needs chromium)
-	$(PY) -m ablations.screenshots $(ARGS)
+	$(PY) -m tools.screenshots $(ARGS)
 
 clean: ## remove the local store, checkpoints, reports and caches (not .venv)
 	rm -rf mlflow.db mlruns mlartifacts checkpoints reports/*/ reports/summary.md .pytest_cache

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 import textwrap
 
-from ablations.config import ConfigError
 from ablations.spec import available, load_ablation
+from core.errors import ConfigError
 
 
 def main() -> int:

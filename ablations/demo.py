@@ -12,15 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Optional
 
 from ablations import report, tracking
-from ablations.config import ConfigError
 from ablations.spec import available, parse_seeds
 from ablations.study import Study
+from core import paths
+from core.errors import run_command
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--seeds", default="2")
@@ -29,14 +29,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--profile", default="demo")
     args = parser.parse_intermixed_args(argv)
     start = time.time()
-    try:
-        seeds = parse_seeds(args.seeds, "SEEDS")
-        studies = [Study(name, args.profile, args.overrides, seeds, 0, args.parallel, args.force) for name in available()]
-        for study in studies:  # every input problem surfaces before the first run
-            study.preflight()
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    seeds = parse_seeds(args.seeds, "SEEDS")
+    studies = [Study(name, args.profile, args.overrides, seeds, 0, args.parallel, args.force) for name in available()]
+    for study in studies:  # every input problem surfaces before the first run
+        study.preflight()
     failed = []
     for study in studies:
         print(f"\n=== {study.ablation.name}: {study.ablation.description.split('. ')[0]}", flush=True)
@@ -46,8 +42,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     summary = report.write_summary()
     if summary is not None:
         print("\n" + summary.read_text())
-    (report.REPORT_DIR / "demo_time.txt").write_text(f"{minutes:.1f} minutes wall time for `make demo` ({len(studies)} studies, seeds {seeds}, parallel {args.parallel})\n")
-    print(f"demo finished in {minutes:.1f} min; reports in {report.REPORT_DIR}/<ablation>/report.md, summary in {summary}")
+    reports = paths.reports_dir()
+    (reports / "demo_time.txt").write_text(
+        f"{minutes:.1f} minutes wall time for `make demo` ({len(studies)} studies, seeds {seeds}, parallel {args.parallel})\n"
+    )
+    print(f"demo finished in {minutes:.1f} min; reports in {reports}/<ablation>/report.md, summary in {summary}")
     print(f"browse the runs: make ui  (then open http://127.0.0.1:5000; store {tracking.tracking_uri()})")
     if failed:
         print(f"studies with failed runs: {', '.join(failed)}", file=sys.stderr)
@@ -56,4 +55,4 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

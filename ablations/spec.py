@@ -1,4 +1,4 @@
-"""Ablation files (configs/ablations/<name>.yaml) and their expansion into runs.
+"""Ablation files (configs/ablations/<name>.yaml): what a study compares.
 
     description: ReLU vs tanh (Figure 1)
     baseline: relu            # the variant the others are compared with
@@ -7,15 +7,20 @@
     variants:
       relu: {model.activation: relu}
       tanh: {model.activation: tanh}
+
+Reading a file needs neither torch nor MLflow (reports read it too); turning it
+into runs is `ablations.plan`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from ablations.config import CONFIG_DIR, Config, ConfigError, build_config, flatten, parse_overrides, profile_overrides, read_yaml
+from core import paths
+from core.config import flatten, read_yaml
+from core.errors import ConfigError
 
 KEYS = {"description", "baseline", "seeds", "overrides", "variants"}
 
@@ -28,27 +33,14 @@ class Ablation:
     seeds: list[int]
     overrides: dict[str, Any]
     variants: dict[str, dict[str, Any]]
-    path: Optional[Path] = None
+    path: Path | None = None
 
 
-@dataclass
-class RunSpec:
-    ablation: str
-    variant: str
-    seed: int
-    config: Config
-    overrides: list[str] = field(default_factory=list)  # what the training process is given
-
-    @property
-    def name(self) -> str:
-        return f"{self.variant}-seed{self.seed}"
+def ablation_dir(config_dir: Path | None = None) -> Path:
+    return (config_dir or paths.config_dir()) / "ablations"
 
 
-def ablation_dir(config_dir: Path = CONFIG_DIR) -> Path:
-    return config_dir / "ablations"
-
-
-def available(config_dir: Path = CONFIG_DIR) -> list[str]:
+def available(config_dir: Path | None = None) -> list[str]:
     return sorted(p.stem for p in ablation_dir(config_dir).glob("*.yaml"))
 
 
@@ -67,7 +59,7 @@ def parse_seeds(value: Any, where: str) -> list[int]:
     raise ConfigError(f"{where}: seeds must be a count (e.g. 3) or a list of integers (e.g. 0,1,2), not {value!r}")
 
 
-def load_ablation(name: str, config_dir: Path = CONFIG_DIR) -> Ablation:
+def load_ablation(name: str, config_dir: Path | None = None) -> Ablation:
     path = ablation_dir(config_dir) / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown ablation {name!r}: expected one of {', '.join(available(config_dir))} (files in {ablation_dir(config_dir)})")
@@ -96,39 +88,3 @@ def load_ablation(name: str, config_dir: Path = CONFIG_DIR) -> Ablation:
         variants={str(k): flatten(v or {}) for k, v in variants.items()},
         path=path,
     )
-
-
-def _as_args(flat: dict[str, Any]) -> list[str]:
-    import yaml
-
-    return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}" for k, v in flat.items()]
-
-
-def expand(
-    ablation: Ablation,
-    profile: Optional[str] = None,
-    args: Optional[list[str]] = None,
-    seeds: Optional[list[int]] = None,
-    gpus: Optional[int] = None,
-    config_dir: Path = CONFIG_DIR,
-) -> list[RunSpec]:
-    """Every (variant, seed) of the study as a validated config, baseline first.
-    Precedence: base < profile < the file's overrides < ARGS < the variant < seed and GPUS."""
-    extra = parse_overrides(args or [])
-    if gpus:
-        extra |= {"trainer.accelerator": "gpu", "trainer.devices": gpus}
-    prof = profile_overrides(profile, config_dir)
-    runs = []
-    order = [ablation.baseline] + [v for v in ablation.variants if v != ablation.baseline]
-    for variant in order:
-        layered = ablation.overrides | extra | ablation.variants[variant]
-        if gpus:
-            layered |= {"trainer.accelerator": "gpu", "trainer.devices": gpus}
-        for seed in seeds or ablation.seeds:
-            flat = layered | {"seed": seed}
-            try:
-                cfg = build_config(prof, flat, config_dir=config_dir)
-            except ConfigError as err:
-                raise ConfigError(f"ablation '{ablation.name}', variant '{variant}': {err}") from None
-            runs.append(RunSpec(ablation.name, variant, seed, cfg, _as_args(flat)))
-    return runs

@@ -1,35 +1,31 @@
 """Print the per-layer table of a configuration's network.
 
-    python -m ablations.summary [--profile NAME] [key=value ...]
+python -m ablations.summary [--profile NAME] [key=value ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional
 
-from ablations.config import ConfigError, load_config
+from ablations import assemble
+from ablations.config import load_config
+from core.errors import run_command
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
+    from data.registry import class_count
+    from lightning_modules.networks import build_network
+    from lightning_modules.summary import format_table
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--profile", default=None)
     args = parser.parse_intermixed_args(argv)
-    try:
-        cfg = load_config(args.overrides, args.profile)
-        from ablations.train import resolved_sizes
-        from data.registry import class_count
-        from lightning_modules.networks import build_network
-        from lightning_modules.summary import format_table
-
-        size = resolved_sizes(cfg)
-        classes = cfg.model.num_classes or class_count(cfg.data)
-        net = build_network(cfg.model, classes, size)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.overrides, args.profile)
+    size = assemble.image_size(cfg)
+    classes = cfg.model.num_classes or class_count(cfg.data)
+    net = build_network(cfg.model, classes, size)
     m = cfg.model
     print(f"{m.arch}: activation={m.activation} norm={m.norm} pool={m.pool} dropout={m.dropout} groups={m.groups} init={m.init} classes={classes} input={size}")
     print(format_table(net, size))
@@ -37,4 +33,4 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

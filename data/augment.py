@@ -10,8 +10,8 @@ pipeline, which runs in the loader's workers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ class TrainAugment:
     crop: bool  # random crops (else the centre crop)
     flip: bool  # random horizontal flips
     lighting: float  # std of the PCA lighting noise alpha (0 switches it off)
-    sample_pipeline: Optional[Callable[[], Callable[[np.ndarray], np.ndarray]]] = None  # per-image, CPU
+    sample_pipeline: Callable[[], Callable[[np.ndarray], np.ndarray]] | None = None  # per-image, CPU
 
 
 # data.augment: name -> what the training pipeline does.
@@ -54,14 +54,18 @@ TRAIN_AUGMENTS: dict[str, TrainAugment] = {
 
 
 def image_statistics(images: torch.Tensor, max_images: int = 10_000, seed: int = 0, chunk: int = 64) -> dict[str, torch.Tensor]:
-    """Per-channel mean and std and the RGB covariance's eigen-decomposition
-    (the paper's PCA lighting), from up to `max_images` uint8 NCHW images, in [0, 1] units."""
+    """From up to `max_images` uint8 NCHW images, in [0, 1] units: the per-channel mean
+    and std, the RGB covariance's eigen-decomposition (the paper's PCA lighting), and
+    the mean image (per pixel and channel: what the paper subtracts)."""
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(images), generator=g)[:max_images]
     # accumulated in chunks: a float64 copy of 10,000 images at 256 px would take 16 GB
     n, total, outer = 0, torch.zeros(3, dtype=torch.float64), torch.zeros(3, 3, dtype=torch.float64)
+    image_sum = torch.zeros(images.shape[1:], dtype=torch.float64)
     for start in range(0, len(idx), chunk):
-        pixels = images[idx[start : start + chunk]].permute(1, 0, 2, 3).reshape(3, -1).double() / 255.0
+        part = images[idx[start : start + chunk]].double() / 255.0
+        image_sum += part.sum(dim=0)
+        pixels = part.permute(1, 0, 2, 3).reshape(3, -1)
         n += pixels.shape[1]
         total += pixels.sum(dim=1)
         outer += pixels @ pixels.T
@@ -73,29 +77,38 @@ def image_statistics(images: torch.Tensor, max_images: int = 10_000, seed: int =
         "std": cov.diagonal().clamp_min(0).sqrt().clamp_min(1e-3).float(),
         "eigval": eigval.clamp_min(0).float(),
         "eigvec": eigvec.float(),  # columns are eigenvectors
+        "mean_image": (image_sum / max(len(idx), 1)).float(),
     }
 
 
 class BatchPipeline(nn.Module):
-    """uint8 [B, 3, S, S] -> normalised float [B, 3, s, s] (train), or
-    [B, 3, s, s] / [B, 10, 3, s, s] with ten crops (eval)."""
+    """uint8 [B, 3, S, S] -> float [B, 3, s, s] (train), or [B, 3, s, s] /
+    [B, 10, 3, s, s] with ten crops (eval).
 
-    def __init__(self, image_size: int, stats: dict[str, torch.Tensor], augment: TrainAugment, ten_crop: bool = False):
+    normalize="standard": each channel to zero mean and unit variance ([0, 1] pixel
+    units). normalize="paper": the paper's only preprocessing, "subtracting the mean
+    activity over the training set from each pixel": raw 0..255 values minus the
+    mean image, no division, so inputs span roughly -128..128 (about 60 times the
+    standardised ones; the paper's N(0, 0.01) weights were chosen for that scale)."""
+
+    def __init__(self, image_size: int, stats: dict[str, torch.Tensor], augment: TrainAugment, ten_crop: bool = False, normalize: str = "standard"):
         super().__init__()
-        self.size = image_size
-        self.augment = augment
-        self.ten_crop = ten_crop
+        if normalize not in ("standard", "paper"):
+            raise ValueError(f"normalize must be 'standard' or 'paper', not {normalize!r}")
+        self.size, self.augment, self.ten_crop, self.normalize = image_size, augment, ten_crop, normalize
         self.pad = image_size // 8  # for images stored at the input size
-        for key in ("mean", "std", "eigval", "eigvec"):
+        for key in ("mean", "std", "eigval", "eigvec", "mean_image"):
             self.register_buffer(key, stats[key].clone(), persistent=True)
 
     def _normalise(self, x: torch.Tensor, lighting: float) -> torch.Tensor:
-        x = x.float().div_(255.0)
-        if lighting > 0:
+        x = x.float()
+        if lighting > 0:  # the paper's PCA lighting: sum_i alpha_i lambda_i p_i per image, alpha ~ N(0, lighting)
             alpha = torch.randn(x.shape[0], 3, device=x.device) * lighting
-            shift = (alpha * self.eigval) @ self.eigvec.T  # [B, 3]: sum_i alpha_i lambda_i p_i
-            x = x + shift[:, :, None, None]
-        return (x - self.mean[:, None, None]) / self.std[:, None, None]
+            shift = (alpha * self.eigval) @ self.eigvec.T  # [B, 3], in [0, 1] units
+            x = x + 255.0 * shift[:, :, None, None]
+        if self.normalize == "paper":
+            return x - 255.0 * self.mean_image
+        return (x / 255.0 - self.mean[:, None, None]) / self.std[:, None, None]
 
     def _random_crop(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] == self.size:

@@ -1,7 +1,9 @@
 """The LightningDataModule behind every dataset.
 
-Loaders yield uint8 images at their stored size; the model's `BatchPipeline`
-normalises and augments whole batches on its device. Sampling is by global
+Loaders yield uint8 images at their stored size; `batch_pipeline()` makes the
+`BatchPipeline` that normalises and augments whole batches on the model's device.
+Both halves of `data.augment` (that pipeline, and the per-image albumentations
+step of `extended`, which runs in the loader) are made here. Sampling is by global
 batch: every epoch draws one permutation (from the run's seed and the epoch),
 cuts it into global batches of `data.batch_size`, and each of N devices takes
 its 1/N slice of each, so a run on 1 or 8 devices sees the same batches.
@@ -9,24 +11,18 @@ its 1/N slice of each, so a run on 1 or 8 devices sees the same batches.
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ablations.config import ROOT, DataConfig
-from data.augment import TRAIN_AUGMENTS, image_statistics, stored_size
-from data.registry import ArraySplit, DataError, FileSplit, Split, decode, load_splits
-
-
-def default_cache_dir() -> Path:
-    """Decoded image folders are cached here ($ABLATION_CACHE, else datasets/.cache in
-    the repository), not beside the images, which may be read-only."""
-    return Path(os.environ.get("ABLATION_CACHE") or ROOT / "datasets" / ".cache")
+from core import paths
+from core.errors import DataError
+from data.augment import TRAIN_AUGMENTS, BatchPipeline, image_statistics, stored_size
+from data.registry import ArraySplit, DataConfig, FileSplit, Split, decode, load_splits, subset
 
 
 class SplitDataset(Dataset):
@@ -107,15 +103,15 @@ class ShardSampler(DistributedSampler):
 
 
 class AblationDataModule(L.LightningDataModule):
-    def __init__(self, cfg: DataConfig, image_size: int, seed: int = 0, cache_dir: Optional[Path] = None):
+    def __init__(self, cfg: DataConfig, image_size: int, seed: int = 0, cache_dir: Path | None = None):
         super().__init__()
         self.cfg, self.image_size, self.seed = cfg, image_size, seed
         self.side = stored_size(image_size)
-        self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
+        self.cache_dir = cache_dir if cache_dir is not None else paths.cache_dir()
         self.splits = None
         self.stats: dict[str, torch.Tensor] = {}
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
         self.splits = load_splits(self.cfg, self.side, self.cache_dir)
@@ -135,6 +131,11 @@ class AblationDataModule(L.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.splits.classes)
+
+    def batch_pipeline(self) -> BatchPipeline:
+        """The on-device half of data.augment, with this data's statistics (setup first)."""
+        c = self.cfg
+        return BatchPipeline(self.image_size, self.stats, TRAIN_AUGMENTS[c.augment], c.ten_crop, c.normalize)
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -164,3 +165,9 @@ class AblationDataModule(L.LightningDataModule):
         world, rank = self._world()
         dataset = SplitDataset(self.splits.val, self.side)
         return self._loader(dataset, ShardSampler(len(dataset), world, rank), self.cfg.batch_size // world)
+
+    def clean_train_loader(self, images: int, world: int = 1, rank: int = 0, batch_size: int = 256) -> DataLoader:
+        """A fixed subset of up to `images` training images (the same for every run of
+        this data), without the per-image augmentation, this rank's shard of it."""
+        dataset = SplitDataset(subset(self.splits.train, images, seed=0), self.side)
+        return self._loader(dataset, ShardSampler(len(dataset), world, rank), batch_size)

@@ -1,4 +1,4 @@
-"""The datasets, one registry, chosen with `data.name`.
+"""The `data` section of the configuration and the datasets, one registry, chosen with `data.name`.
 
 Each entry takes the data config and the stored image side and returns a
 `Splits`: a training and a validation split, each either decoded images in
@@ -12,23 +12,49 @@ import hashlib
 import logging
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Union
+from typing import Literal
 
 import numpy as np
 import torch
 
-from ablations.config import ConfigError, DataConfig
+from core.config import require, require_choice
+from core.errors import DataError
+from data.augment import TRAIN_AUGMENTS
+
+
+@dataclass
+class DataConfig:
+    name: str = "shapes"  # a key of DATASETS (below)
+    root: str = "datasets"  # where downloads and image folders live
+    image_size: int | None = None  # None: the architecture's input size
+    augment: str = "paper"  # a key of augment.TRAIN_AUGMENTS
+    normalize: Literal["standard", "paper"] = "standard"  # see augment.BatchPipeline
+    ten_crop: bool = False  # the paper's 10-crop averaging at evaluation
+    batch_size: int = 128  # the global batch, split across devices
+    num_workers: int = 0
+    train_size: int | None = None  # None: the whole training split
+    val_size: int | None = None
+    download: bool = True
+    bad_files: Literal["error", "skip"] = "error"
+    seed: int = 0  # seeds dataset generation (shapes) and subsets, not training
+
+    def validate(self) -> None:
+        require_choice("data.name", self.name, DATASETS)
+        require_choice("data.augment", self.augment, TRAIN_AUGMENTS)
+        require(self.image_size is None or self.image_size >= 8, "data.image_size", self.image_size, "null or >= 8")
+        require(self.batch_size >= 1, "data.batch_size", self.batch_size, ">= 1")
+        require(self.num_workers >= 0, "data.num_workers", self.num_workers, ">= 0")
+        require(self.train_size is None or self.train_size >= 1, "data.train_size", self.train_size, "null or >= 1")
+        require(self.val_size is None or self.val_size >= 1, "data.val_size", self.val_size, "null or >= 1")
+
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"}
 IN_MEMORY_LIMIT_BYTES = 4 << 30  # decode file datasets into memory up to this size
-
-
-class DataError(ConfigError):
-    """Missing or broken data; the message says how to fix it."""
 
 
 @dataclass
@@ -43,7 +69,7 @@ class FileSplit:
     labels: list[int]
 
 
-Split = Union[ArraySplit, FileSplit]
+Split = ArraySplit | FileSplit
 
 
 @dataclass
@@ -77,8 +103,7 @@ def _bad_files(cfg: DataConfig, bad: list[Path], total: int, what: str) -> None:
     if cfg.bad_files == "error":
         shown = "\n  ".join(str(b) for b in bad[:20]) + ("\n  ..." if len(bad) > 20 else "")
         raise DataError(
-            f"{len(bad)} unreadable image file(s) in the {what} split:\n  {shown}\n"
-            "Remove or replace them, or set data.bad_files=skip to train without them."
+            f"{len(bad)} unreadable image file(s) in the {what} split:\n  {shown}\nRemove or replace them, or set data.bad_files=skip to train without them."
         )
     log.warning("skipping %d of %d image files in the %s split: unreadable", len(bad), total, what)
 
@@ -101,7 +126,7 @@ def materialise(split: FileSplit, side: int, cfg: DataConfig, what: str, cache_d
         keep = [i for i, f in enumerate(split.files) if f not in bad_set]
         return FileSplit([split.files[i] for i in keep], [split.labels[i] for i in keep])
     key = hashlib.sha256(f"{side}:{cfg.bad_files}".encode())
-    for f, label in zip(split.files, split.labels):
+    for f, label in zip(split.files, split.labels, strict=True):
         st = f.stat()
         key.update(f"{f}:{st.st_size}:{st.st_mtime_ns}:{label}".encode())
     cache = cache_dir / f"decoded-{key.hexdigest()[:16]}.npz" if cache_dir else None
@@ -109,7 +134,7 @@ def materialise(split: FileSplit, side: int, cfg: DataConfig, what: str, cache_d
         with np.load(cache) as z:
             return ArraySplit(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]))
     images, labels, bad = [], [], []
-    for f, label in zip(split.files, split.labels):
+    for f, label in zip(split.files, split.labels, strict=True):
         try:
             images.append(decode(f, side))
             labels.append(label)
@@ -131,7 +156,8 @@ def materialise(split: FileSplit, side: int, cfg: DataConfig, what: str, cache_d
     return ArraySplit(torch.from_numpy(arr), torch.from_numpy(lab))
 
 
-def _subset(split: Split, size: int | None, seed: int) -> Split:
+def subset(split: Split, size: int | None, seed: int) -> Split:
+    """`size` images of the split, drawn with `seed` (in their original order), or all."""
     n = len(split.labels)
     if size is None or size >= n:
         return split
@@ -148,9 +174,7 @@ def _resize_array(images: np.ndarray | torch.Tensor, side: int, chunk: int = 256
         return t
     out = torch.empty((t.shape[0], t.shape[1], side, side), dtype=torch.uint8)
     for start in range(0, t.shape[0], chunk):  # in chunks: a float copy of the whole set may not fit
-        part = torch.nn.functional.interpolate(
-            t[start : start + chunk].float(), size=(side, side), mode="bilinear", antialias=True, align_corners=False
-        )
+        part = torch.nn.functional.interpolate(t[start : start + chunk].float(), size=(side, side), mode="bilinear", antialias=True, align_corners=False)
         out[start : start + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
     return out
 
@@ -226,7 +250,7 @@ def cifar10(cfg: DataConfig, side: int) -> Splits:
     for (x, y), size in ((arrays["train"], cfg.train_size), (arrays["val"], cfg.val_size)):
         # subset before resizing (as load_splits would after it: same images), so that a
         # small subset at a large side does not resize the whole set
-        split = _subset(ArraySplit(torch.from_numpy(x), torch.from_numpy(y)), size, cfg.seed)
+        split = subset(ArraySplit(torch.from_numpy(x), torch.from_numpy(y)), size, cfg.seed)
         splits.append(ArraySplit(_resize_array(split.images, side), split.labels))
     return Splits(splits[0], splits[1], classes)
 
@@ -320,7 +344,7 @@ def load_splits(cfg: DataConfig, side: int, cache_dir: Path | None = None) -> Sp
     splits = DATASETS[cfg.name](cfg, side)
     out = {}
     for what, split, size in (("train", splits.train, cfg.train_size), ("val", splits.val, cfg.val_size)):
-        split = _subset(split, size, cfg.seed)
+        split = subset(split, size, cfg.seed)
         if isinstance(split, FileSplit):
             split = materialise(split, side, cfg, what, cache_dir)
         out[what] = split

@@ -6,7 +6,7 @@ here; the config validation, the tests and the ablation files find it by name.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -50,11 +50,21 @@ class PaperLRN(nn.Module):
         return f"n={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
 
 
-# model.norm: name -> (channels) -> module
-NORMS: dict[str, Callable[[int], nn.Module]] = {
-    "lrn": lambda channels: PaperLRN(),
-    "batchnorm": nn.BatchNorm2d,
-    "none": lambda channels: nn.Identity(),
+def _lrn(channels: int, dims: int, momentum: float, eps: float) -> nn.Module:
+    # a normalisation across feature maps: after fully connected layers there are none
+    return PaperLRN() if dims == 2 else nn.Identity()
+
+
+def _batchnorm(channels: int, dims: int, momentum: float, eps: float) -> nn.Module:
+    return (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(channels, eps=eps, momentum=momentum)
+
+
+# model.norm: name -> (channels, dims: 2 after convolutions / 1 after dense layers,
+# BatchNorm momentum in torch's convention, epsilon) -> module
+NORMS: dict[str, Callable[[int, int, float, float], nn.Module]] = {
+    "lrn": _lrn,
+    "batchnorm": _batchnorm,
+    "none": lambda channels, dims, momentum, eps: nn.Identity(),
 }
 
 # model.pool: name -> (ceil_mode) -> module

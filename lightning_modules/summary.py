@@ -1,4 +1,8 @@
-"""The per-layer table that the seed tutorial builds by hand."""
+"""The per-layer table that the seed tutorial builds by hand, and Keras's totals.
+
+Parameters are counted as Keras counts them: a BatchNorm layer of C channels has
+4C (scale and shift, trainable; moving mean and variance, not trainable).
+"""
 
 from __future__ import annotations
 
@@ -24,12 +28,23 @@ def _macs(m: nn.Module, out: torch.Tensor) -> int:
     return 0
 
 
+def statistics_count(m: nn.Module) -> int:
+    """Values a layer keeps but does not train: BatchNorm's moving mean and variance."""
+    return sum(b.numel() for name, b in m.named_buffers() if name.split(".")[-1] in ("running_mean", "running_var"))
+
+
+def trainable_count(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+
 def layer_table(net: nn.Module, image_size: int) -> list[dict]:
-    """One row per leaf layer: name, type, k/s/p, output shape, params, MACs (batch of 1)."""
+    """One row per leaf layer: name, type, k/s/p, output shape, params (Keras's
+    count), MACs (batch of 1)."""
     rows: list[dict] = []
     hooks = []
     for name, module in net.named_modules():
         if len(list(module.children())) == 0:
+
             def hook(m, _inp, out, name=name):
                 rows.append(
                     {
@@ -37,10 +52,11 @@ def layer_table(net: nn.Module, image_size: int) -> list[dict]:
                         "type": type(m).__name__,
                         "k/s/p": _geometry(m),
                         "output": "x".join(str(d) for d in out.shape[1:]),
-                        "params": sum(p.numel() for p in m.parameters()),
+                        "params": trainable_count(m) + statistics_count(m),
                         "macs": _macs(m, out),
                     }
                 )
+
             hooks.append(module.register_forward_hook(hook))
     was_training = net.training
     try:
@@ -59,9 +75,11 @@ def format_table(net: nn.Module, image_size: int) -> str:
     lines = [header, "-" * len(header), f"{'input':<9}{'':<18}{'':<11}{f'3x{image_size}x{image_size}':<14}"]
     for r in rows:
         lines.append(f"{r['layer']:<9}{r['type']:<18}{r['k/s/p']:<11}{r['output']:<14}{r['params']:>13,}{r['macs']:>16,}")
-    total_params = sum(p.numel() for p in net.parameters())
+    trainable, stats = trainable_count(net), statistics_count(net)
     total_macs = sum(r["macs"] for r in rows)
     lines.append("-" * len(header))
     lines.append(f"forward MACs per image: {total_macs:,} ({total_macs / 1e9:.3f} G)")
-    lines.append(f"total params: {total_params}")
+    lines.append(f"Total params: {trainable + stats:,}")
+    lines.append(f"Trainable params: {trainable:,}")
+    lines.append(f"Non-trainable params: {stats:,}" + (" (BatchNorm moving mean and variance)" if stats else ""))
     return "\n".join(lines)

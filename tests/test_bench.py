@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 ROWS = [
     "cpu",
@@ -35,12 +35,18 @@ def test_quick_bench_prints_the_whole_table(tmp_path):
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports" / "demo_time.txt").write_text("9.5 minutes wall time for `make demo`\n")
     out = tmp_path / "bench.json"
-    result = run_cli("ablations.bench", "--quick", "--json", str(out), timeout=300, env={"ABLATION_REPORTS": str(tmp_path / "reports")})
+    result = run_cli("tools.bench", "--quick", "--json", str(out), timeout=300, env={"ABLATION_REPORTS": str(tmp_path / "reports")})
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout
     for label in ROWS:
         assert re.search(rf"^  {re.escape(label)}\s", table, re.M), f"row {label!r} missing from:\n{table}"
-    for label in ["suite (Lightning + MLflow + checkpoint)", "bare PyTorch", "suite / bare", "log_metrics per call", "command -> first training step, existing store"]:
+    for label in [
+        "suite (Lightning + MLflow + checkpoint)",
+        "bare PyTorch",
+        "suite / bare",
+        "log_metrics per call",
+        "command -> first training step, existing store",
+    ]:
         assert figure(table, label) > 0, label
     for size, stored in (("32", "32"), ("227", "256")):
         for aug in ("none", "paper", "extended"):

@@ -1,7 +1,7 @@
 """The MLflow UI in a real headless Chromium (the system's, driven by playwright)
 over a finished smoke study served by a real `mlflow server`: the variant runs
 sit under their study's parent run, and the compare-runs page shows two of them.
-The browser steps are those of `python -m ablations.screenshots`."""
+The browser steps are those of `python -m tools.screenshots`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import time
 import pytest
 from PIL import Image
 
-from ablations.screenshots import MlflowServer, capture, chromium_path, run_name, run_smoke_study
+from tools.mlflow_server import MlflowServer, run_smoke_study
+from tools.screenshots import capture, chromium_path, run_name
 
 pytestmark = pytest.mark.skipif(chromium_path() is None, reason="no Chromium binary (Debian: apt-get install chromium); .ci/run installs it")
 
@@ -55,7 +56,7 @@ def test_mlflow_ui_shows_the_study_and_compares_runs(tmp_path):
     for expected in ("relu-seed0", "tanh-seed0", "model.activation", "val_err1", "train_err1", "train_loss", "epoch_time_s"):
         assert expected in text, (expected, text[:3000])
     for run in shots.runs.children:
-        assert run["info"]["run_id"] in text
+        assert run.info.run_id in text
 
     _looks_like_a_page(shots.runs_png, 400)
     _looks_like_a_page(shots.compare_png, 1200)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from ablations.config import CONFIG_DIR, Config, ConfigError, load_config, parse_overrides, profiles
-from tests.conftest import run_cli
+from ablations.config import Config, load_config, profiles
+from core.config import parse_overrides
+from core.errors import ConfigError
+from core.paths import ROOT
+from tests.helpers import run_cli
 
 
 def test_base_is_the_paper():
@@ -24,10 +27,10 @@ def test_profiles_load(profile):
 def test_profiles_change_scale_not_toggles():
     """A profile may pick the network and data scale, never an ablation toggle."""
     toggles = {"model.activation", "model.norm", "model.pool", "model.dropout", "model.groups", "data.augment", "optim.name"}
-    from ablations.config import flatten, read_yaml
+    from core.config import flatten, read_yaml
 
     for profile in profiles():
-        keys = set(flatten(read_yaml(CONFIG_DIR / "profiles" / f"{profile}.yaml")))
+        keys = set(flatten(read_yaml(ROOT / "configs" / "profiles" / f"{profile}.yaml")))
         assert not keys & toggles, f"profile {profile} sets {keys & toggles}"
 
 

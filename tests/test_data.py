@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 
 import data.registry as registry
-from ablations.config import DataConfig
+from core.errors import DataError
 from data.datamodule import AblationDataModule, GlobalBatchSampler, ShardSampler
-from data.registry import DATASETS, FLOWERS17_CLASSES, ArraySplit, DataError, FileSplit, load_splits, materialise
+from data.registry import DATASETS, FLOWERS17_CLASSES, ArraySplit, DataConfig, FileSplit, load_splits, materialise
 from data.shapes import CLASSES, make_shapes
-from tests.conftest import CIFAR_JPEG
+from tests.helpers import CIFAR_JPEG
 
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -484,7 +484,7 @@ def shapes_module(tmp_path, **kw) -> AblationDataModule:
 def test_datamodule_loaders(tmp_path):
     dm = shapes_module(tmp_path)
     assert dm.num_classes == 10 and dm.side == 32
-    assert set(dm.stats) == {"mean", "std", "eigval", "eigvec"}
+    assert set(dm.stats) == {"mean", "std", "eigval", "eigvec", "mean_image"} and dm.stats["mean_image"].shape == (3, 32, 32)
     train = list(dm.train_dataloader())
     assert len(train) == 6
     seen = []

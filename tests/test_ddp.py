@@ -15,40 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT, SMOKE, run_cli
+from tests.helpers import ROOT, SMOKE, all_runs, client, history, only_run, run_cli, show
 
 CPU2 = ["trainer.accelerator=cpu", "trainer.devices=2"]
-EPOCH_METRICS = ["train_loss", "train_err1", "val_loss", "val_err1", "val_err5", "lr", "epoch_time_s", "train_img_per_s"]
+EPOCH_METRICS = ["train_loss", "train_err1", "val_loss", "val_err1", "val_err5", "lr", "epoch_time_s", "train_img_per_s", "val_img_per_s"]
 needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour on a machine without a CUDA GPU")
-
-
-def _client(store: str):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=store)
-
-
-def all_runs(store: str) -> list:
-    """Every run in the store, whatever its experiment; [] when nothing created the store."""
-    if not Path(store.removeprefix("sqlite:///")).exists():
-        return []
-    c = _client(store)
-    ids = [e.experiment_id for e in c.search_experiments()]
-    return c.search_runs(ids, max_results=1000) if ids else []
-
-
-def only_run(store: str, experiment: str | None = None):
-    runs = [r for r in all_runs(store) if experiment is None or _client(store).get_experiment(r.info.experiment_id).name == experiment]
-    assert len(runs) == 1, f"expected one MLflow run, found {len(runs)}: {[(r.info.run_name, r.info.status) for r in runs]}"
-    return runs[0]
-
-
-def history(store: str, run_id: str, key: str) -> list[tuple[int, float]]:
-    return sorted((m.step, m.value) for m in _client(store).get_metric_history(run_id, key))
-
-
-def show(proc: subprocess.CompletedProcess) -> str:
-    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
 
 
 def check_one_finished_run(store: str, tmp_path: Path, epochs: int, experiment: str | None = None):
@@ -66,7 +37,7 @@ def check_one_finished_run(store: str, tmp_path: Path, epochs: int, experiment: 
     folders = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert folders == [run.info.run_id], f"every rank must agree on the checkpoint folder: {folders}"
     assert (tmp_path / "checkpoints" / run.info.run_id / "last.ckpt").exists()
-    artifacts = {a.path for a in _client(store).list_artifacts(run.info.run_id)}
+    artifacts = {a.path for a in client(store).list_artifacts(run.info.run_id)}
     assert {"config.yaml", "architecture.txt", "checkpoints"} <= artifacts, artifacts
     return run
 
@@ -103,7 +74,7 @@ def test_ddp_matches_one_process(store, tmp_path):
     r1, r2 = only_run(store, "one"), only_run(store, "two")
     assert r2.data.params["data.augment"] == "none" and r2.data.params["model.dropout"] == "0.0"
     s1, s2 = history(store, r1.info.run_id, "train_loss_step"), history(store, r2.info.run_id, "train_loss_step")
-    assert [s for s, _ in s1] == [s for s, _ in s2] == list(range(8)), (s1, s2)
+    assert [s for s, _ in s1] == [s for s, _ in s2] == list(range(1, 9)), (s1, s2)
     losses = [v for _, v in s1]
     assert max(losses) - min(losses) > 1e-2, f"the weights must move for the comparison to mean anything: {losses}"
     for (step, a), (_, b) in zip(s1, s2):
@@ -146,7 +117,9 @@ def failing_step(self, batch, batch_idx):
 
 AlexNetModule.training_step = failing_step
 from ablations.train import main
-sys.exit(main())
+from core.errors import run_command
+
+sys.exit(run_command(main))
 """
 
 
@@ -211,24 +184,36 @@ def test_sync_batchnorm_needs_cuda(store):
 
 
 @pytest.mark.parametrize(
-    "norm, sync, devices, expected",
-    [("batchnorm", True, 2, True), ("batchnorm", False, 2, False), ("lrn", True, 2, False), ("batchnorm", True, 1, False)],
+    "arch, norm, sync, devices, expected",
+    [
+        ("cifar", "batchnorm", True, 2, {"SyncBatchNorm"}),
+        ("tutorial", "batchnorm", True, 2, {"SyncBatchNorm"}),  # the dense layers' BatchNorm1d too
+        ("cifar", "batchnorm", False, 2, {"BatchNorm2d"}),
+        ("cifar", "batchnorm", True, 1, {"BatchNorm2d"}),
+        ("cifar", "lrn", True, 2, set()),
+    ],
 )
-def test_sync_batchnorm_wiring(norm, sync, devices, expected):
-    """build_trainer asks Lightning for SyncBatchNorm exactly for BatchNorm under DDP with
-    model.sync_batchnorm=true, and Lightning's layer sync then swaps every BatchNorm2d."""
+def test_sync_batchnorm_wiring(arch, norm, sync, devices, expected):
+    """Under DDP with model.sync_batchnorm=true every BatchNorm layer the network has, of
+    any dimension, becomes a SyncBatchNorm (Lightning's layer sync); otherwise none does."""
+    from ablations import assemble
     from ablations.config import load_config
-    from ablations.train import build_trainer
     from lightning_modules.networks import build_network
 
-    cfg = load_config(["model.arch=cifar", f"model.norm={norm}", f"model.sync_batchnorm={str(sync).lower()}", "trainer.accelerator=cpu", f"trainer.devices={devices}"])
-    trainer = build_trainer(cfg, logger=False, callbacks=[])
+    overrides = [
+        f"model.arch={arch}",
+        f"model.norm={norm}",
+        f"model.sync_batchnorm={str(sync).lower()}",
+        "trainer.accelerator=cpu",
+        f"trainer.devices={devices}",
+    ]
+    cfg = load_config(overrides)
+    trainer = assemble.trainer(cfg, logger=False, callbacks=[])
+    net = build_network(cfg.model, 10, assemble.image_size(cfg))
     layer_sync = getattr(trainer.strategy, "_layer_sync", None)
-    assert (layer_sync is not None) == expected
-    if expected:
-        net = layer_sync.apply(build_network(cfg.model, 10, 32))
-        kinds = {type(m).__name__ for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
-        assert kinds == {"SyncBatchNorm"}
+    if layer_sync is not None:
+        net = layer_sync.apply(net)
+    assert {type(m).__name__ for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)} == expected
 
 
 # ------------------------------------------------------------------ the GPU check
@@ -236,7 +221,7 @@ def test_sync_batchnorm_wiring(norm, sync, devices, expected):
 
 @needs_no_gpu
 def test_gpu_check_skips_without_gpu(store):
-    proc = run_cli("ablations.gpu_check", timeout=120)
+    proc = run_cli("tools.gpu_check", timeout=120)
     assert proc.returncode == 0, show(proc)
     assert "skipped: no CUDA GPU" in proc.stdout
     assert all_runs(store) == []
@@ -247,10 +232,10 @@ def test_gpu_check_path_on_cpu(store):
     """The script's own logic, on the CPU at a tiny scale: paper AlexNet at 227 px in
     bf16-mixed with channels_last trains, the run is FINISHED, the figures print. Two
     steps cannot show learning, so the loss check alone may fail here."""
-    proc = run_cli("ablations.gpu_check", "--cpu", "--epochs", "2", "--train-size", "16", "--val-size", "16", "--batch-size", "16", timeout=240)
+    proc = run_cli("tools.gpu_check", "--cpu", "--epochs", "2", "--train-size", "16", "--val-size", "16", "--batch-size", "16", timeout=240)
     assert proc.returncode in (0, 1), show(proc)
-    failures = [l for l in proc.stderr.splitlines() if l.startswith("gpu-check FAILED")]
-    assert all("did not fall" in l for l in failures), show(proc)
+    failures = [line for line in proc.stderr.splitlines() if line.startswith("gpu-check FAILED")]
+    assert all("did not fall" in line for line in failures), show(proc)
     assert "images/s" in proc.stdout and "TFLOP/s" in proc.stdout and "0.720 GMACs" in proc.stdout, show(proc)
     run = only_run(store, "gpu-check")
     assert run.info.status == "FINISHED"

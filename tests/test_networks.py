@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
-from ablations.config import ConfigError, ModelConfig
+from core.errors import ConfigError
 from lightning_modules.layers import ACTIVATIONS, NORMS, POOLS, PaperLRN
-from lightning_modules.networks import INPUT_SIZE, build_network
+from lightning_modules.networks import ARCHS, ModelConfig, build_network, input_size
 from lightning_modules.summary import format_table, layer_table
 
 
@@ -42,8 +43,9 @@ def test_cifar_net_is_layers_18pct():
     assert rows["fc4"]["output"] == "10"
 
 
-def test_summary_ends_with_total_params():
-    assert format_table(build_network(ModelConfig(), 1000, 227), 227).splitlines()[-1] == "total params: 60965224"
+def test_summary_ends_with_the_totals():
+    lines = format_table(build_network(ModelConfig(), 1000, 227), 227).splitlines()
+    assert lines[-3:] == ["Total params: 60,965,224", "Trainable params: 60,965,224", "Non-trainable params: 0"]
 
 
 def test_too_small_input_is_a_clear_error():
@@ -52,7 +54,7 @@ def test_too_small_input_is_a_clear_error():
 
 
 def _variants():
-    for arch in INPUT_SIZE:
+    for arch in ARCHS:
         for act in ACTIVATIONS:
             yield arch, {"activation": act}
         for norm in NORMS:
@@ -66,11 +68,11 @@ def _variants():
 @pytest.mark.parametrize("arch, toggle", list(_variants()), ids=lambda v: str(v))
 def test_every_registry_entry_forward_backward(arch, toggle):
     torch.manual_seed(0)
-    size = INPUT_SIZE[arch] if arch == "cifar" else 99  # alexnet: the smallest size it accepts, to keep the test fast
+    size = {"alexnet": 99}.get(arch, input_size(arch))  # alexnet: the smallest size it accepts, to keep the test fast
     net = build_network(ModelConfig(arch=arch, **toggle), 7, size)
-    x = torch.randn(2, 3, size, size)
+    x = torch.randn(3, 3, size, size)
     out = net(x)
-    assert out.shape == (2, 7)
+    assert out.shape == (3, 7)
     assert torch.isfinite(out).all()
     out.sum().backward()
     grads = [p.grad for p in net.parameters() if p.requires_grad]
@@ -124,3 +126,96 @@ def test_lrn_matches_the_paper_equation():
     # torch's own layer with the paper's alpha as written is not the paper's formula
     naive = torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)(a)
     assert not torch.allclose(naive, expected, rtol=1e-4)
+
+
+# ------------------------------------------------------------------ every toggle value reaches the network
+
+SIZES = {"alexnet": 99, "cifar": 32, "tutorial": 224}
+ACTIVATION_TYPES = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU}
+
+
+def _net(arch: str, **toggle):
+    return build_network(ModelConfig(arch=arch, **toggle), 10, SIZES[arch])
+
+
+def _layers(net, kind):
+    return [m for m in net.modules() if isinstance(m, kind)]
+
+
+def test_every_activation_value_reaches_every_activation_layer():
+    """Registry-driven: a new entry is covered without a new test."""
+    kinds = {name: type(factory()) for name, factory in ACTIVATIONS.items()}
+    assert len(set(kinds.values())) == len(kinds), f"two activation values make the same layer: {kinds}"
+    assert {k: kinds[k] for k in ACTIVATION_TYPES} == ACTIVATION_TYPES  # the paper's and the common ones, by name
+    for arch in ARCHS:
+        for name, kind in kinds.items():
+            net = _net(arch, activation=name)
+            acts = [m for n, m in net.named_modules() if n.split(".")[-1].startswith("act")]
+            assert acts and all(type(m) is kind for m in acts), (arch, name, {type(m) for m in acts})
+    assert _layers(_net("cifar", activation="leaky_relu"), nn.LeakyReLU)[0].negative_slope == 0.01
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_every_norm_value_reaches_every_place_the_arch_normalises(arch):
+    places = {"alexnet": 2, "cifar": 2, "tutorial": 5}[arch]  # normalisations after convolutions
+    for name, factory in NORMS.items():
+        kind = type(factory(8, 2, 0.1, 1e-5))
+        norms = [m for n, m in _net(arch, norm=name).named_modules() if n.split(".")[-1].startswith("norm")]
+        conv_norms = norms[:places]
+        assert len(conv_norms) == places and all(type(m) is kind for m in conv_norms), (arch, name, [type(m) for m in norms])
+    # the paper's entries by name: its LRN, BatchNorm (1-D after the tutorial's dense layers), nothing
+    lrn, bn, none = (_net(arch, norm=n) for n in ("lrn", "batchnorm", "none"))
+    assert len(_layers(lrn, PaperLRN)) == places and not _layers(lrn, nn.modules.batchnorm._BatchNorm)
+    assert len(_layers(bn, nn.BatchNorm2d)) == places and not _layers(bn, PaperLRN)
+    assert len(_layers(bn, nn.BatchNorm1d)) == (3 if arch == "tutorial" else 0)
+    assert not _layers(none, PaperLRN) and not _layers(none, nn.modules.batchnorm._BatchNorm)
+
+
+def test_batchnorm_settings_reach_every_batchnorm_layer():
+    net = _net("tutorial", norm="batchnorm", bn_momentum=0.01, bn_eps=1e-3)
+    layers = _layers(net, nn.modules.batchnorm._BatchNorm)
+    assert len(layers) == 8 and all(m.momentum == 0.01 and m.eps == 1e-3 for m in layers)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_every_pool_value_sets_kernel_and_stride(arch):
+    shapes = {name: (factory(False).kernel_size, factory(False).stride) for name, factory in POOLS.items()}
+    assert len(set(shapes.values())) == len(shapes), shapes
+    assert shapes["overlapping"] == (3, 2) and shapes["non_overlapping"] == (2, 2)  # the paper's z=3 vs z=2, s=2
+    for name, shape in shapes.items():
+        pools = _layers(_net(arch, pool=name), nn.MaxPool2d)
+        assert pools and all((p.kernel_size, p.stride) == shape for p in pools), (arch, name)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_dropout_probability_reaches_every_dropout_layer(arch):
+    for p in (0.0, 0.3, 0.5):
+        drops = _layers(_net(arch, dropout=p), nn.Dropout)
+        assert drops and all(d.p == p for d in drops), (arch, p)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_groups_split_the_papers_grouped_convolutions(arch):
+    grouped = {"alexnet": {"conv2", "conv4", "conv5"}, "cifar": {"conv2", "conv3"}, "tutorial": {"conv2", "conv4", "conv5"}}[arch]
+    for g in (1, 2):
+        convs = {n.split(".")[-1]: m for n, m in _net(arch, groups=g).named_modules() if isinstance(m, nn.Conv2d)}
+        assert {n for n, m in convs.items() if m.groups == 2} == (grouped if g == 2 else set())
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_init_values(arch):
+    torch.manual_seed(0)
+    paper, keras, default = (_net(arch, init=i) for i in ("paper", "keras", "default"))
+    for net in (paper, keras):
+        for m in _layers(net, (nn.Conv2d, nn.Linear)):
+            if net is paper:
+                assert abs(m.weight.std().item() - 0.01) < 0.002
+            else:  # Glorot-uniform: U(-b, b), b = sqrt(6 / (fan_in + fan_out))
+                fan_in = m.weight[0].numel()
+                fan_out = m.weight.shape[0] * m.weight[0, 0].numel()
+                bound = (6 / (fan_in + fan_out)) ** 0.5
+                assert 0.9 * bound < m.weight.abs().max().item() <= bound * (1 + 1e-6)
+                assert torch.all(m.bias == 0)
+    ones = {n.split(".")[-1] for n, m in paper.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and torch.all(m.bias == 1)}
+    assert ones == paper.bias_one
+    assert not any(torch.all(m.bias == 0) or torch.all(m.bias == 1) for m in _layers(default, (nn.Conv2d, nn.Linear)))

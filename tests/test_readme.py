@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-from ablations.config import CONFIG_DIR, ROOT
+from core.paths import ROOT
+
+CONFIG_DIR = ROOT / "configs"
 
 README = (ROOT / "README.md").read_text()
 PROSE = re.sub(r"```.*?```", "", README, flags=re.S)  # sample output quotes links relative to reports/
@@ -22,10 +24,12 @@ def test_every_make_target_named_exists():
     targets = set(re.findall(r"^([a-z%-]+):", makefile, re.M))
     ablations = {p.stem for p in (CONFIG_DIR / "ablations").glob("*.yaml")}
     for name in set(re.findall(r"`make ([a-z][a-z_-]*)", README)) | set(re.findall(r"^make ([a-z][a-z_-]*)", README, re.M)):
-        for prefix in ("ablate-", "report-"):
+        for prefix in ("ablate-", "report-", "backfill-"):
             if name.startswith(prefix) and name != "ablate-all":
                 stem = name[len(prefix) :]
                 assert f"{prefix}%" in targets
+                if not stem:  # `make report-<name>`: the pattern rule is the promise
+                    break
                 # ablate-elu is the README's worked example of adding a file
                 assert stem in ablations or stem == "elu", f"README names make {name}, but configs/ablations/{stem}.yaml does not exist"
                 break

@@ -1,72 +1,127 @@
-"""Interrupted studies, faults and bad input lose nothing."""
+"""Interrupted studies, faults and bad input lose nothing: a killed study resumes
+(and provably resumes, not retrains), Ctrl-C marks what ran KILLED, --force retrains,
+a RUNNING run whose process is gone is recognised as stale."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import pytest
-from mlflow import MlflowClient
 
-from ablations.config import ROOT, ConfigError, read_yaml
-from tests.conftest import SMOKE, run_cli
+from ablations.config import load_config
+from core.config import read_yaml
+from core.errors import ConfigError
+from core.paths import ROOT
+from tests.helpers import SMOKE, client, history, only_run, run_cli, study
 
 STUDY = [sys.executable, "-m", "ablations.study", "pooling", "--profile", "smoke", "--seeds", "1", "trainer.max_epochs=8", "data.train_size=1024"]
 
 
-def _children(client, name):
-    exp = client.get_experiment_by_name(name)
-    return [r for r in client.search_runs([exp.experiment_id], max_results=1000) if "mlflow.parentRunId" in r.data.tags]
+def _start_and_wait_for_a_checkpoint(tmp_path) -> subprocess.Popen:
+    """The study in its own process group, once its first run has a checkpoint and is inside a later epoch."""
+    proc = subprocess.Popen(STUDY, cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 240
+    while not list((tmp_path / "checkpoints").glob("*/last.ckpt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert list((tmp_path / "checkpoints").glob("*/last.ckpt")), "no checkpoint was written"
+    time.sleep(1.0)  # somewhere inside a later epoch
+    return proc
 
 
 @pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_resumes_into_the_same_run(store, tmp_path):
-    ckpts = tmp_path / "checkpoints"
-    proc = subprocess.Popen(STUDY, cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = _start_and_wait_for_a_checkpoint(tmp_path)
     try:
-        deadline = time.time() + 240
-        while not list(ckpts.glob("*/last.ckpt")) and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-        assert list(ckpts.glob("*/last.ckpt")), "no checkpoint was written"
-        time.sleep(1.0)  # somewhere inside a later epoch
         os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: study and training
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    client = MlflowClient(store)
-    killed = [r for r in _children(client, "pooling") if r.info.status == "RUNNING"]
+    _, children = study(store, "pooling")
+    killed = [r for r in children if r.info.status == "RUNNING"]
     assert len(killed) == 1, "the killed run should be left RUNNING"
     killed_id = killed[0].info.run_id
-    epochs_before = len(client.get_metric_history(killed_id, "train_loss"))
-    assert 1 <= epochs_before < 8
+    before = history(store, killed_id, "train_loss")
+    assert 1 <= len(before) < 8
 
     result = subprocess.run(STUDY, cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert f"resume  overlapping-seed0 (run {killed_id})" in result.stdout or f"run {killed_id}" in result.stdout
-    children = _children(client, "pooling")
+    # a resume, not a retrain: the study says so, the training process loaded the checkpoint ...
+    assert f"resume  overlapping-seed0 (run {killed_id})" in result.stdout
+    assert "resuming from" in result.stdout
+    _, children = study(store, "pooling")
     assert sorted((c.data.tags["variant"], c.info.status) for c in children) == [("non_overlapping", "FINISHED"), ("overlapping", "FINISHED")]
-    resumed = client.get_run(killed_id)
-    assert resumed.info.status == "FINISHED"
-    steps = sorted({m.step for m in client.get_metric_history(killed_id, "train_loss")})
-    assert steps == list(range(8)), steps  # metrics continue from the right epoch, none missing
+    assert client(store).get_run(killed_id).info.status == "FINISHED"
+    # ... and every epoch's metrics were logged once: the epochs before the kill were not trained again
+    after = history(store, killed_id, "train_loss")
+    assert [s for s, _ in after] == list(range(8)), after
+    assert after[: len(before)] == before
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_the_runs_killed_and_exits_130(store, tmp_path):
+    proc = _start_and_wait_for_a_checkpoint(tmp_path)
+    try:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole foreground group
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out[-3000:]
+    assert "interrupted; run the same command again to resume it" in out
+    parents, children = study(store, "pooling")
+    assert [p.info.status for p in parents] == ["KILLED"]
+    (run,) = children
+    assert run.info.status == "KILLED" and "interrupted" in run.data.tags["failure_reason"]
+
+
+@pytest.mark.slow
+def test_force_retrains_finished_runs(store):
+    args = ["pooling", *SMOKE, "--seeds", "1", "trainer.max_epochs=1"]
+    assert run_cli("ablations.study", *args).returncode == 0
+    _, first = study(store, "pooling")
+    again = run_cli("ablations.study", *args, "--force")
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "\nskip   " not in again.stdout and again.stdout.count("\nstart  ") == 2 and "2 trained, 0 skipped" in again.stdout
+    _, children = study(store, "pooling")
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    assert {c.info.run_id for c in first} < {c.info.run_id for c in children}
+
+
+def test_a_running_run_whose_process_is_gone_is_marked_stale(store, tmp_path):
+    """A RUNNING run of the study's config on this host whose training process no longer
+    exists, with no checkpoint: the next study marks it KILLED (stale) and trains anew."""
+    from ablations import tracking
+    from ablations.launch import HOST
+
+    cfg = load_config(["seed=0", "trainer.max_epochs=1"], profile="smoke")
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs
+    exp = tracking.experiment_id("pooling")
+    tags = {"ablation": "pooling", "variant": "overlapping", "config_hash": cfg.hash(), "launcher": "local", "host": HOST, "pid": str(gone.pid)}
+    stale = client(store).create_run(exp, run_name="overlapping-seed0", tags=tags).info.run_id
+    proc = run_cli("ablations.study", "pooling", *SMOKE, "--seeds", "1", "trainer.max_epochs=1", "--parallel", "1")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = client(store).get_run(stale)
+    assert run.info.status == "KILLED" and run.data.tags["failure_reason"].startswith("stale")
+    _, children = study(store, "pooling")
+    assert sorted(c.info.status for c in children if c.info.run_id != stale) == ["FINISHED", "FINISHED"]
 
 
 def test_non_finite_loss_fails_the_run_with_a_reason(store):
     result = run_cli("ablations.train", *SMOKE, "optim.lr=1e6", "model.norm=none")
     assert result.returncode == 1
-    client = MlflowClient(store)
-    (run,) = client.search_runs([client.get_experiment_by_name("train").experiment_id])
+    run = only_run(store, "train")
     assert run.info.status == "FAILED"
     assert "non-finite" in run.data.tags["failure_reason"]
 
 
 def test_unreachable_tracking_server_fails_fast(tmp_path):
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
@@ -81,11 +136,11 @@ def test_same_seed_same_metrics_on_cpu(store):
     for _ in range(2):
         result = run_cli("ablations.train", *SMOKE, "seed=3")
         assert result.returncode == 0, result.stderr[-2000:]
-    client = MlflowClient(store)
-    runs = client.search_runs([client.get_experiment_by_name("train").experiment_id])
+    c = client(store)
+    runs = c.search_runs([c.get_experiment_by_name("train").experiment_id])
     assert len(runs) == 2
-    for key in ("train_loss", "train_err1", "val_loss", "val_err1", "val_err5"):
-        a, b = ([(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)] for r in runs)
+    for key in ("train_loss", "train_err1", "val_loss", "val_err1", "val_err5", "train_err1_step", "train_clean_err1"):
+        a, b = (history(store, r.info.run_id, key) for r in runs)
         assert a == b, key
 
 

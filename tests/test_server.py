@@ -11,11 +11,20 @@ import time
 
 import pytest
 
-from ablations.screenshots import MlflowServer, api, download, free_port, run_name, run_smoke_study, study_runs, tags_of
-from tests.conftest import ROOT, SMOKE
+from tests.helpers import ROOT, SMOKE, api, download, rest_run_name, tags_of
+from tools.mlflow_server import MlflowServer, free_port, run_smoke_study
 
-EPOCH_METRICS = ["train_loss", "train_err1", "val_loss", "val_err1", "val_err5", "lr", "epoch_time_s", "train_img_per_s"]
+EPOCH_METRICS = ["train_loss", "train_err1", "val_loss", "val_err1", "val_err5", "lr", "epoch_time_s", "train_img_per_s", "val_img_per_s"]
 PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def rest_study(base_url: str, name: str) -> tuple[str, dict, list[dict]]:
+    """(experiment id, newest parent run, its children), found through the REST API alone."""
+    eid = api(base_url, "experiments/get-by-name", params={"experiment_name": name})["experiment"]["experiment_id"]
+    search = {"experiment_ids": [eid], "filter": "tags.study = 'true'", "order_by": ["attributes.start_time DESC"], "max_results": 1}
+    (parent,) = api(base_url, "runs/search", search)["runs"]
+    children = api(base_url, "runs/search", {"experiment_ids": [eid], "filter": f"tags.mlflow.parentRunId = '{parent['info']['run_id']}'"})["runs"]
+    return eid, parent, sorted(children, key=rest_run_name)
 
 
 @pytest.mark.slow
@@ -34,17 +43,17 @@ def test_study_through_a_real_tracking_server(tmp_path):
         assert exp["artifact_location"].startswith("mlflow-artifacts:"), exp  # the server stores the artifacts
         everything = api(server.url, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
         parents = [r for r in everything if tags_of(r).get("study") == "true"]
-        assert len(parents) == 1 and len(everything) == 5, [run_name(r) for r in everything]
+        assert len(parents) == 1 and len(everything) == 5, [rest_run_name(r) for r in everything]
         parent = parents[0]
         pid = parent["info"]["run_id"]
         assert parent["info"]["status"] == "FINISHED"
         assert tags_of(parent)["ablation"] == "activation"
 
-        runs = study_runs(server.url, "activation")
-        assert runs.parent["info"]["run_id"] == pid
-        assert sorted(run_name(r) for r in runs.children) == ["relu-seed0", "relu-seed1", "tanh-seed0", "tanh-seed1"]
-        for child in runs.children:
-            tags, name = tags_of(child), run_name(child)
+        _, found_parent, found_children = rest_study(server.url, "activation")
+        assert found_parent["info"]["run_id"] == pid
+        assert [rest_run_name(r) for r in found_children] == ["relu-seed0", "relu-seed1", "tanh-seed0", "tanh-seed1"]
+        for child in found_children:
+            tags, name = tags_of(child), rest_run_name(child)
             assert child["info"]["status"] == "FINISHED", name
             assert tags["mlflow.parentRunId"] == pid
             assert tags["ablation"] == "activation"
@@ -52,10 +61,10 @@ def test_study_through_a_real_tracking_server(tmp_path):
             assert len(tags["config_hash"]) >= 8 and tags["git_commit"]
             logged = {m["key"] for m in child["data"]["metrics"]}
             assert set(EPOCH_METRICS) <= logged, (name, sorted(logged))
-        assert len({tags_of(c)["config_hash"] for c in runs.children}) == 4
+        assert len({tags_of(c)["config_hash"] for c in found_children}) == 4
 
         # --- per-epoch history of one child: step = epoch, 2 epochs in the smoke profile
-        child = runs.child("tanh-seed1")
+        child = found_children[3]  # tanh-seed1
         cid = child["info"]["run_id"]
         for key in ("val_err1", "train_loss", "lr"):
             history = api(server.url, "metrics/get-history", params={"run_id": cid, "metric_key": key})["metrics"]

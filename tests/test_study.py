@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import uuid
 
@@ -10,34 +9,32 @@ import lightning as L
 import pytest
 from mlflow import MlflowClient
 
-from ablations.config import CONFIG_DIR, ROOT, ConfigError
-from ablations.evaluate import METRIC
-from ablations.spec import available, expand, load_ablation, parse_seeds
-from tests.conftest import run_cli
+from ablations import assemble, tracking
+from ablations.plan import expand
+from ablations.spec import available, load_ablation, parse_seeds
+from core.errors import ConfigError
+from core.paths import ROOT
+from tests.helpers import copy_configs, run_cli, study
 
 REQUIRED = {"activation", "normalization", "pooling", "dropout", "augmentation", "groups", "init", "leave_one_out"}
 
 
 def test_the_required_ablations_ship():
-    assert REQUIRED <= set(available())
+    assert set(available()) >= REQUIRED
 
 
 @pytest.mark.parametrize("name", available())
 def test_every_ablation_validates_and_each_variant_trains_a_step(name):
     """Each file expands to valid configs, baseline first, and every variant runs a training step."""
-    from ablations.train import resolved_sizes
-    from data.datamodule import AblationDataModule
-    from lightning_modules.module import AlexNetModule
-
     ablation = load_ablation(name)
     runs = expand(ablation, profile="smoke", seeds=[0])
     assert [r.variant for r in runs][0] == ablation.baseline
     assert len({r.config.hash() for r in runs}) == len(ablation.variants), "two variants have the same config"
     for spec in runs:
         cfg = spec.config
-        dm = AblationDataModule(cfg.data, resolved_sizes(cfg), seed=0)
+        dm = assemble.datamodule(cfg)
         dm.setup("fit")
-        module = AlexNetModule(cfg, dm.num_classes, resolved_sizes(cfg), dm.stats)
+        module = assemble.module(cfg, dm)
         trainer = L.Trainer(fast_dev_run=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
         trainer.fit(module, datamodule=dm)
         assert trainer.state.finished, spec.name
@@ -57,12 +54,6 @@ def test_seeds_parsing():
         parse_seeds(0, "x")
 
 
-def _config_copy(tmp_path):
-    configs = tmp_path / "configs"
-    shutil.copytree(CONFIG_DIR, configs)
-    return configs
-
-
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -72,31 +63,27 @@ def _config_copy(tmp_path):
         ("baseline: a\nvariants: []\n", "variants"),
     ],
 )
-def test_bad_ablation_files_exit_2_before_mlflow(store, tmp_path, text, message):
-    configs = _config_copy(tmp_path)
+def test_bad_ablation_files_exit_2_before_mlflow(store, configs, text, message):
     (configs / "ablations" / "broken.yaml").write_text(text)
-    result = run_cli("ablations.study", "broken", "--profile", "smoke", "--config-dir", str(configs))
+    result = run_cli("ablations.study", "broken", "--profile", "smoke")
     assert result.returncode == 2, result.stdout + result.stderr
-    assert message in result.stderr
-    assert not (tmp_path / "mlflow.db").exists() or not MlflowClient(store).search_experiments(filter_string="name = 'broken'")
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not MlflowClient(store).search_experiments(filter_string="name = 'broken'")
 
 
-def _children(client, name):
-    exp = client.get_experiment_by_name(name)
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("study") == "true"]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return parents, children
+def _report_row(text: str, variant: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith(f"| {variant} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
 
 
 @pytest.mark.slow
 def test_study_end_to_end_and_rerun_skips(store, tmp_path):
-    """`make ablate-activation PROFILE=smoke SEEDS=2`: one parent, four FINISHED children, a report;
-    running it again trains nothing new."""
+    """`make ablate-activation PROFILE=smoke SEEDS=2`: one parent, four FINISHED children, a
+    report whose figures are those of the runs; running it again trains nothing new."""
     result = run_cli("ablations.study", "activation", "--profile", "smoke", "--seeds", "2")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     client = MlflowClient(store)
-    parents, children = _children(client, "activation")
+    parents, children = study(store, "activation")
     assert len(parents) == 1 and len(children) == 4
     parent = parents[0]
     assert parent.info.status == "FINISHED" and parent.data.tags["ablation"] == "activation"
@@ -108,13 +95,17 @@ def test_study_end_to_end_and_rerun_skips(store, tmp_path):
         assert t["ablation"] == "activation" and t["variant"] in ("relu", "tanh") and t["seed"] in ("0", "1")
         assert t["config_hash"] and t["git_commit"]
         assert c.data.params["model.activation"] == t["variant"]
+        assert 0.0 <= c.data.metrics[tracking.CLEAN_TRAIN_ERR] <= 1.0  # measured by the run itself
     report = tmp_path / "reports" / "activation" / "report.md"
     text = report.read_text()
-    assert "| relu | 2 |" in text and "| tanh | 2 |" in text and "paired t-test" in text
-    assert "train top-1 err, eval mode" in text
+    # the report's figures are the runs' own: mean final val_err1 over seeds, and the paired difference
+    final = {(c.data.tags["variant"], int(c.data.tags["seed"])): c.data.metrics["val_err1"] for c in children}
+    relu, tanh = _report_row(text, "relu"), _report_row(text, "tanh")
+    assert relu[1] == "2" and tanh[1] == "2"
+    assert float(relu[2].split()[0]) == pytest.approx(100 * (final["relu", 0] + final["relu", 1]) / 2, abs=0.006)
+    diff = ((final["tanh", 0] - final["relu", 0]) + (final["tanh", 1] - final["relu", 1])) / 2
+    assert float(tanh[3].split()[0]) == pytest.approx(100 * diff, abs=0.006)
     assert "Reproduce: `make ablate-activation PROFILE=smoke SEEDS=0,1`" in text
-    for c in children:  # the report filled in each run's training error without augmentation
-        assert 0.0 <= client.get_run(c.info.run_id).data.metrics[METRIC] <= 1.0
     for png in ("train_error.png", "val_error.png", "val_error_curves.png"):
         assert (report.parent / png).stat().st_size > 1000
     assert "report" in {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -123,55 +114,60 @@ def test_study_end_to_end_and_rerun_skips(store, tmp_path):
     again = run_cli("ablations.study", "activation", "--profile", "smoke", "--seeds", "2")
     assert again.returncode == 0, again.stdout[-3000:]
     assert again.stdout.count("skip ") == 4
-    parents, children = _children(client, "activation")
+    parents, children = study(store, "activation")
     assert len(parents) == 2 and len(children) == 4  # a new parent, no new child
 
     # an identical config in another study is reused, not retrained
     other = run_cli("ablations.study", "init", "--profile", "smoke", "--seeds", "1", "model.init=default")
     assert "reuse" in other.stdout, other.stdout
     assert 'Reproduce: `make ablate-init PROFILE=smoke SEEDS=0 ARGS="model.init=default"`' in (tmp_path / "reports" / "init" / "report.md").read_text()
-    _, copies = _children(client, "init")
+    _, copies = study(store, "init")
     reused = [c for c in copies if "reused_from" in c.data.tags]
     assert reused
-    for c in reused:  # evaluated from the source run's weights
-        assert c.data.metrics[METRIC] == client.get_run(c.data.tags["reused_from"]).data.metrics[METRIC]
+    for c in reused:  # the copy carries its source's measurements
+        assert c.data.metrics[tracking.CLEAN_TRAIN_ERR] == client.get_run(c.data.tags["reused_from"]).data.metrics[tracking.CLEAN_TRAIN_ERR]
 
 
 @pytest.mark.slow
-def test_a_diverging_variant_fails_alone_and_a_new_file_is_a_new_study(store, tmp_path):
+def test_a_diverging_variant_fails_alone_and_a_new_file_is_a_new_study(store, configs, tmp_path):
     """A new YAML file is a new ablation; its diverging variant is marked FAILED with the
     reason, the others finish, the study exits non-zero and lists the failure."""
-    configs = _config_copy(tmp_path)
     (configs / "ablations" / "lr_probe.yaml").write_text(
         "description: a new toggle value, and a learning rate that diverges\n"
         "baseline: relu\nseeds: 1\nvariants:\n  relu: {}\n  gelu: {model.activation: gelu}\n  diverge: {optim.lr: 1.0e+6, model.norm: none}\n"
     )
-    result = run_cli("ablations.study", "lr_probe", "--profile", "smoke", "--config-dir", str(configs))
+    result = run_cli("ablations.study", "lr_probe", "--profile", "smoke")
     assert result.returncode == 1, result.stdout[-3000:]
     assert "FAILED diverge-seed0" in result.stdout
-    client = MlflowClient(store)
-    _, children = _children(client, "lr_probe")
+    _, children = study(store, "lr_probe")
     status = {c.info.run_name: c for c in children}
     assert status["relu-seed0"].info.status == "FINISHED" and status["gelu-seed0"].info.status == "FINISHED"
     failed = status["diverge-seed0"]
     assert failed.info.status == "FAILED"
     assert "non-finite" in failed.data.tags["failure_reason"]
+    assert failed.data.tags["diverged"] == "true"
     assert (tmp_path / "reports" / "lr_probe" / "report.md").exists()
 
 
 @pytest.mark.slow
 def test_make_target_for_a_dropped_in_file(store, tmp_path):
-    """Dropping a YAML file into configs/ablations/ makes `make ablate-<name>` work, no Makefile edit."""
+    """Dropping a YAML file into the ablations folder makes `make ablate-<name>` work, no
+    Makefile edit (a copy of configs/ here, through ABLATION_CONFIGS)."""
+    configs = copy_configs(tmp_path)
     name = f"tmp_{uuid.uuid4().hex[:8]}"
-    path = CONFIG_DIR / "ablations" / f"{name}.yaml"
-    path.write_text("description: dropped in\nbaseline: a\nseeds: 1\nvariants:\n  a: {}\n  b: {model.pool: non_overlapping}\n")
-    try:
-        listed = subprocess.run(["make", "-s", "ablations"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert name in listed.stdout
-        result = subprocess.run(["make", f"ablate-{name}", "PROFILE=smoke", "ARGS=trainer.max_epochs=1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    finally:
-        path.unlink()
-    _, children = _children(MlflowClient(store), name)
+    (configs / "ablations" / f"{name}.yaml").write_text(
+        "description: dropped in\nbaseline: a\nseeds: 1\nvariants:\n  a: {}\n  b: {model.pool: non_overlapping}\n"
+    )
+    env = {"ABLATION_CONFIGS": str(configs)}
+    import os
+
+    listed = subprocess.run(["make", "-s", "ablations"], cwd=ROOT, capture_output=True, text=True, timeout=120, env=os.environ | env)
+    assert name in listed.stdout
+    result = subprocess.run(
+        ["make", f"ablate-{name}", "PROFILE=smoke", "ARGS=trainer.max_epochs=1"], cwd=ROOT, capture_output=True, text=True, timeout=600, env=os.environ | env
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    _, children = study(store, name)
     assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED"]
     assert all(c.data.params["trainer.max_epochs"] == "1" for c in children)  # ARGS reached every run
+    assert not (ROOT / "configs" / "ablations" / f"{name}.yaml").exists()

@@ -7,9 +7,9 @@ import math
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import SMOKE, run_cli
+from tests.helpers import SMOKE, run_cli
 
-EPOCH_METRICS = ["train_loss", "train_err1", "val_loss", "val_err1", "val_err5", "lr", "epoch_time_s", "train_img_per_s"]
+EPOCH_METRICS = ["train_loss", "train_err1", "val_loss", "val_err1", "val_err5", "lr", "epoch_time_s", "train_img_per_s", "val_img_per_s"]
 
 
 def test_one_run_is_tracked(store):
@@ -22,7 +22,17 @@ def test_one_run_is_tracked(store):
     assert run.info.status == "FINISHED"
     assert run.info.run_id in result.stdout
     p = run.data.params
-    for key in ("model.activation", "model.norm", "model.pool", "model.dropout", "model.groups", "model.init", "data.augment", "optim.lr", "trainer.max_epochs"):
+    for key in (
+        "model.activation",
+        "model.norm",
+        "model.pool",
+        "model.dropout",
+        "model.groups",
+        "model.init",
+        "data.augment",
+        "optim.lr",
+        "trainer.max_epochs",
+    ):
         assert key in p
     assert p["model.activation"] == "tanh" and p["data.image_size"] == "32" and p["model.num_classes"] == "10"
     for key in EPOCH_METRICS:
@@ -32,11 +42,16 @@ def test_one_run_is_tracked(store):
     for key in ("train_err1", "val_err1", "val_err5"):
         assert all(0.0 <= m.value <= 1.0 for m in client.get_metric_history(run.info.run_id, key))
     assert run.data.tags["config_hash"]
+    # the running training error every log_every_n_steps (4) steps of the 8 per epoch, at optimiser steps
+    assert p["steps_per_epoch"] == "8" and p["resolved.channels_last"] == "True"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_err1_step")] == [4, 8, 12, 16]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_clean_err1")] == [1]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "architecture.txt", "conv1_filters.png", "checkpoints"} <= artifacts
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/last.ckpt"]
     arch = client.download_artifacts(run.info.run_id, "architecture.txt")
-    assert open(arch).read().strip().endswith("total params: 51178")
+    with open(arch) as f:
+        assert "Total params: 51,178" in f.read()
 
 
 def test_learning_happens(store):
@@ -71,4 +86,4 @@ def test_bad_input_exits_2_before_mlflow(store, tmp_path, args, message):
 def test_summary_cli():
     result = run_cli("ablations.summary", "model.arch=alexnet", "model.groups=2", "model.num_classes=1000")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "total params: 60965224"
+    assert result.stdout.strip().splitlines()[-3:] == ["Total params: 60,965,224", "Trainable params: 60,965,224", "Non-trainable params: 0"]

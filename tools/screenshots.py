@@ -1,6 +1,6 @@
 """Screenshots of the MLflow UI over a finished study, taken by a real headless Chromium.
 
-    python -m ablations.screenshots [--study activation] [--seeds 2] [--out docs/img]
+    python -m tools.screenshots [--study activation] [--seeds 2] [--out docs/img]
                                     [--store URI] [--workdir DIR] [--chromium PATH]
 
 By default it runs a fresh smoke study (`--profile smoke`) against its own
@@ -18,9 +18,8 @@ of that name. It writes
 
 Needs Chromium (Debian: `apt-get install chromium`) and the `playwright` Python
 package (`pip install -e '.[test]'`); playwright only drives the system browser,
-it never downloads one. `make screenshots` runs this. The helpers here (server
-process, REST calls, browser steps) are shared with tests/test_server.py and
-tests/test_browser.py.
+it never downloads one. `make screenshots` runs this. The helpers here (the
+browser steps) are shared with tests/test_browser.py.
 """
 
 from __future__ import annotations
@@ -30,176 +29,38 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
 
-from ablations.config import ROOT
+from core.paths import ROOT
+from tools.mlflow_server import MlflowServer, run_smoke_study
 
 DOCS_IMG = ROOT / "docs" / "img"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-# the server's background job runner (GenAI evaluation jobs) and telemetry are not needed here
-SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
 
-# ---------------------------------------------------------------------- server
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def mlflow_executable() -> list[str]:
-    """The `mlflow` command of this interpreter's environment (the venv's)."""
-    exe = Path(sys.executable).with_name("mlflow")
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("mlflow")
-    return [found] if found else [sys.executable, "-m", "mlflow"]
-
-
-class MlflowServer:
-    """A real `mlflow server` process on 127.0.0.1:<free port>, stopped (with its
-    worker processes) by stop() or on leaving a with block.
-
-    backend_store_uri: e.g. sqlite:///path/mlflow.db. artifacts_dir: when given,
-    the server stores and serves artifacts itself (--serve-artifacts), as `make
-    server` does; without it, it serves a store whose runs keep local artifact
-    paths, as `make ui` does."""
-
-    def __init__(self, backend_store_uri: str, artifacts_dir: Optional[Path] = None, port: Optional[int] = None, log_path: Optional[Path] = None):
-        self.backend_store_uri = backend_store_uri
-        self.artifacts_dir = artifacts_dir
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.proc: Optional[subprocess.Popen] = None
-        self._log = None
-
-    def command(self) -> list[str]:
-        cmd = mlflow_executable() + ["server", "--backend-store-uri", self.backend_store_uri, "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
-        if self.artifacts_dir is not None:
-            cmd += ["--artifacts-destination", str(self.artifacts_dir), "--serve-artifacts"]
-        return cmd
-
-    def start(self, timeout: float = 120) -> "MlflowServer":
-        env = dict(os.environ) | SERVER_ENV
-        env.pop("MLFLOW_TRACKING_URI", None)
-        if self.log_path is not None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(self.log_path, "w")
-        out = self._log or subprocess.DEVNULL
-        # its own session, so that stop() reaches uvicorn's workers too
-        if self.artifacts_dir is not None:
-            self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        cwd = self.artifacts_dir.parent if self.artifacts_dir is not None else ROOT  # ROOT: relative artifact paths resolve as for `make ui`
-        self.proc = subprocess.Popen(self.command(), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            self.wait_healthy(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with code {self.proc.returncode} before answering /health{self._log_tail()}")
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=5) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"mlflow server on {self.url} did not answer /health within {timeout:.0f} s{self._log_tail()}")
-            time.sleep(0.5)
-
-    def _log_tail(self) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return ":\n" + "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
-
-    def stop(self, timeout: float = 20) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        if proc is not None:  # workers left behind by a server that exited on its own
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> "MlflowServer":
-        return self if self.proc is not None else self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-# ---------------------------------------------------------------------- REST
-def api(base_url: str, endpoint: str, payload: Optional[dict] = None, params: Optional[dict] = None, timeout: float = 30) -> dict:
-    """One call to MLflow's REST API (/api/2.0/mlflow/<endpoint>): GET with params,
-    or POST with a JSON payload. Returns the decoded JSON answer."""
-    url = f"{base_url.rstrip('/')}/api/2.0/mlflow/{endpoint}"
-    if params:
-        url += "?" + urllib.parse.urlencode(params)
-    data = json.dumps(payload).encode() if payload is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {}, method="POST" if data else "GET")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as r:
-            return json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as err:
-        raise RuntimeError(f"{request.method} {url}: HTTP {err.code}: {err.read()[:500]!r}") from None
-
-
-def download(base_url: str, run_id: str, path: str, timeout: float = 30) -> bytes:
-    """An artifact's bytes, through the server (the UI's /get-artifact endpoint)."""
-    url = f"{base_url.rstrip('/')}/get-artifact?" + urllib.parse.urlencode({"path": path, "run_uuid": run_id})
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.read()
-
-
-def run_name(run: dict) -> str:
-    return run["info"].get("run_name") or tags_of(run).get("mlflow.runName", "")
-
-
-def tags_of(run: dict) -> dict[str, str]:
-    return {t["key"]: t["value"] for t in run.get("data", {}).get("tags", [])}
+# ---------------------------------------------------------------------- the study, read with MlflowClient
+def run_name(run) -> str:
+    return run.info.run_name
 
 
 @dataclass
 class StudyRuns:
-    """A study as the server shows it: its experiment, newest parent run and children."""
+    """A study as the server holds it: its experiment, newest parent run and children."""
 
     experiment_id: str
-    parent: dict
-    children: list[dict] = field(default_factory=list)
+    parent: object  # mlflow.entities.Run
+    children: list = field(default_factory=list)
 
     @property
     def parent_name(self) -> str:
         return run_name(self.parent)
 
-    def child(self, name: str) -> dict:
+    def child(self, name: str):
         for run in self.children:
             if run_name(run) == name:
                 return run
@@ -207,38 +68,23 @@ class StudyRuns:
 
 
 def study_runs(base_url: str, study: str) -> StudyRuns:
-    """The newest study of that name, read back through the REST API."""
-    exp = api(base_url, "experiments/get-by-name", params={"experiment_name": study})["experiment"]
-    eid = exp["experiment_id"]
-    parents = api(base_url, "runs/search", {"experiment_ids": [eid], "filter": "tags.study = 'true'", "order_by": ["attributes.start_time DESC"], "max_results": 1}).get("runs", [])
+    """The newest study of that name on the tracking server at base_url."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=base_url)
+    exp = client.get_experiment_by_name(study)
+    if exp is None:
+        raise LookupError(f"no experiment {study!r} on {base_url}")
+    parents = client.search_runs([exp.experiment_id], "tags.study = 'true'", order_by=["attributes.start_time DESC"], max_results=1)
     if not parents:
         raise LookupError(f"experiment {study!r} on {base_url} has no study (parent) run")
     parent = parents[0]
-    pid = parent["info"]["run_id"]
-    children = api(base_url, "runs/search", {"experiment_ids": [eid], "filter": f"tags.mlflow.parentRunId = '{pid}'", "max_results": 1000}).get("runs", [])
-    children.sort(key=run_name)
-    return StudyRuns(eid, parent, children)
-
-
-def run_smoke_study(tracking_uri: str, study: str = "activation", seeds: int = 2, workdir: Optional[Path] = None, timeout: float = 900, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    """`python -m ablations.study STUDY --profile smoke --seeds N` into tracking_uri,
-    with its checkpoints and report under workdir; raises if it fails."""
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="ablation-screens-"))
-    env = dict(os.environ) | {
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "ABLATION_CHECKPOINTS": str(workdir / "checkpoints"),
-        "ABLATION_REPORTS": str(workdir / "reports"),
-        "PYTHONUNBUFFERED": "1",
-    }
-    cmd = [sys.executable, "-m", "ablations.study", study, "--profile", "smoke", "--seeds", str(seeds), *extra]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return done
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'", max_results=1000)
+    return StudyRuns(exp.experiment_id, parent, sorted(children, key=run_name))
 
 
 # ---------------------------------------------------------------------- browser
-def chromium_path(explicit: Optional[str] = None) -> Optional[str]:
+def chromium_path(explicit: str | None = None) -> str | None:
     """The system Chromium: --chromium / $CHROMIUM, else chromium (Debian) on PATH."""
     for candidate in (explicit, os.environ.get("CHROMIUM")):
         if candidate:
@@ -251,7 +97,7 @@ def chromium_path(explicit: Optional[str] = None) -> Optional[str]:
 
 
 @contextlib.contextmanager
-def browser(executable: Optional[str] = None) -> Iterator:
+def browser(executable: str | None = None) -> Iterator:
     """A headless system Chromium driven by playwright (no downloaded browser)."""
     exe = chromium_path(executable)
     if exe is None:
@@ -259,7 +105,9 @@ def browser(executable: Optional[str] = None) -> Iterator:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        raise ImportError("the playwright package is missing: pip install -e '.[test]' (it drives the system Chromium; no `playwright install` needed)") from None
+        raise ImportError(
+            "the playwright package is missing: pip install -e '.[test]' (it drives the system Chromium; no `playwright install` needed)"
+        ) from None
     args = ["--disable-dev-shm-usage", "--disable-gpu"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         args.append("--no-sandbox")  # Chromium refuses to run as root with its sandbox
@@ -278,7 +126,11 @@ _COLUMNS = ["tags.`variant`", "tags.`seed`", "metrics.`train_err1`", "metrics.`v
 
 
 def _ui_settings(experiment_id: str) -> str:
-    state = {"selectedColumns": _COLUMNS, "columnOrder": ["attributes.`Run Name`", "runDateAndNestInfo", "duration", *_COLUMNS], "columnWidths": {"attributes.`Run Name`": 280}}
+    state = {
+        "selectedColumns": _COLUMNS,
+        "columnOrder": ["attributes.`Run Name`", "runDateAndNestInfo", "duration", *_COLUMNS],
+        "columnWidths": {"attributes.`Run Name`": 280},
+    }
     items = {
         "mlflow.assistant.panelOpen_v1": "false",
         "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true",
@@ -301,7 +153,7 @@ class RunsView:
     hidden_before: bool  # the children were not shown until the parent was expanded
 
 
-def show_runs(page, base_url: str, runs: StudyRuns, screenshot: Optional[Path] = None) -> RunsView:
+def show_runs(page, base_url: str, runs: StudyRuns, screenshot: Path | None = None) -> RunsView:
     """Opens the experiment's runs table (model-training view), expands the study's
     parent run to show its children, saves a screenshot."""
     child_names = [run_name(r) for r in runs.children]
@@ -324,13 +176,17 @@ def show_runs(page, base_url: str, runs: StudyRuns, screenshot: Optional[Path] =
     return RunsView(page.locator(".ag-root").first.inner_text(), hidden)
 
 
-def show_compare(page, base_url: str, runs: StudyRuns, names: tuple[str, str], screenshot: Optional[Path] = None, metrics: tuple[str, ...] = ("val_err1", "train_err1")) -> str:
+def show_compare(
+    page, base_url: str, runs: StudyRuns, names: tuple[str, str], screenshot: Path | None = None, metrics: tuple[str, ...] = ("val_err1", "train_err1")
+) -> str:
     """Opens MLflow's compare-runs page for two runs (by name), plots `metrics` in
     its parallel-coordinates chart, shows only differing params/tags, saves a
     screenshot of the whole page; returns the page's text."""
-    ids = [runs.child(n)["info"]["run_id"] for n in names]
+    ids = [runs.child(n).info.run_id for n in names]
     compact = dict(separators=(",", ":"))  # the route MLflow's own "Compare" button builds
-    page.goto(f"{base_url}/#/compare-runs?runs={json.dumps(ids, **compact)}&experiments={json.dumps([runs.experiment_id], **compact)}&workflowType=machine_learning")
+    page.goto(
+        f"{base_url}/#/compare-runs?runs={json.dumps(ids, **compact)}&experiments={json.dumps([runs.experiment_id], **compact)}&workflowType=machine_learning"
+    )
     page.get_by_text("Comparing 2 Runs").wait_for()
     for n in names:
         page.get_by_text(n, exact=True).first.wait_for()
@@ -370,8 +226,8 @@ def show_compare(page, base_url: str, runs: StudyRuns, names: tuple[str, str], s
 def compare_pair(runs: StudyRuns) -> tuple[str, str]:
     """Two runs to compare: seed 0 of the first two variants."""
     by_variant: dict[str, str] = {}
-    for r in sorted(runs.children, key=lambda r: (tags_of(r).get("seed", ""), run_name(r))):
-        by_variant.setdefault(tags_of(r).get("variant", run_name(r)), run_name(r))
+    for r in sorted(runs.children, key=lambda r: (r.data.tags.get("seed", ""), run_name(r))):
+        by_variant.setdefault(r.data.tags.get("variant", run_name(r)), run_name(r))
     names = list(by_variant.values())
     if len(names) < 2:
         names = [run_name(r) for r in runs.children][:2]
@@ -390,7 +246,9 @@ class Captured:
     compare_text: str
 
 
-def capture(base_url: str, study: str, out_dir: Path, chromium: Optional[str] = None, runs_png: str = "mlflow_runs.png", compare_png: str = "mlflow_compare.png") -> Captured:
+def capture(
+    base_url: str, study: str, out_dir: Path, chromium: str | None = None, runs_png: str = "mlflow_runs.png", compare_png: str = "mlflow_compare.png"
+) -> Captured:
     """Both screenshots of the newest study `study` on the server at base_url."""
     runs = study_runs(base_url, study)
     pair = compare_pair(runs)
@@ -406,14 +264,23 @@ def capture(base_url: str, study: str, out_dir: Path, chromium: Optional[str] = 
 
 
 # ---------------------------------------------------------------------- command
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", default="activation", help="the ablation to show (default activation)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds of the fresh smoke study (default 2)")
-    parser.add_argument("--store", default=None, help="use this store instead of a fresh smoke study: sqlite:///mlflow.db, or a running server http://host:port")
-    parser.add_argument("--artifacts", type=Path, default=None, help="with a --store sqlite:///...: the artifact folder its server wrote (e.g. mlartifacts for `make server`'s mlflow-server.db)")
+    parser.add_argument(
+        "--store", default=None, help="use this store instead of a fresh smoke study: sqlite:///mlflow.db, or a running server http://host:port"
+    )
+    parser.add_argument(
+        "--artifacts",
+        type=Path,
+        default=None,
+        help="with a --store sqlite:///...: the artifact folder its server wrote (e.g. mlartifacts for `make server`'s mlflow-server.db)",
+    )
     parser.add_argument("--out", type=Path, default=DOCS_IMG, help="where the PNGs go (default docs/img)")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the fresh study's store, server log and report here (default: a temporary folder, removed)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="keep the fresh study's store, server log and report here (default: a temporary folder, removed)"
+    )
     parser.add_argument("--chromium", default=None, help="the Chromium binary (default: chromium on PATH, or $CHROMIUM)")
     args = parser.parse_intermixed_args(argv)
 
@@ -426,7 +293,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         tmp = tempfile.TemporaryDirectory(prefix="ablation-screens-")
         workdir = Path(tmp.name)
     workdir.mkdir(parents=True, exist_ok=True)
-    server: Optional[MlflowServer] = None
+    server: MlflowServer | None = None
     try:
         if args.store and args.store.startswith(("http://", "https://")):
             base_url = args.store.rstrip("/")
@@ -445,7 +312,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"  done in {time.time() - t0:.0f} s", flush=True)
         shots = capture(base_url, args.study, args.out, args.chromium)
         plot = args.out / "report_train_error.png"
-        plot.write_bytes(download(base_url, shots.runs.parent["info"]["run_id"], "report/train_error.png"))
+        from mlflow import MlflowClient
+
+        local = MlflowClient(tracking_uri=base_url).download_artifacts(shots.runs.parent.info.run_id, "report/train_error.png", str(workdir))
+        shutil.copy(local, plot)
         print(f"study run {shots.runs.parent_name} with {len(shots.runs.children)} runs; compared {shots.compared[0]} and {shots.compared[1]}")
         for path in (shots.runs_png, shots.compare_png, plot):
             print(f"wrote {path}")

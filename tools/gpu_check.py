@@ -1,6 +1,6 @@
 """GPU check: the paper's AlexNet in bf16 with channels_last, through the suite's real path.
 
-    python -m ablations.gpu_check [--epochs 10] [--train-size 4096] [--batch-size 128] [--devices 1] [--norm batchnorm]
+    python -m tools.gpu_check [--epochs 10] [--train-size 4096] [--batch-size 128] [--devices 1] [--norm batchnorm]
     make gpu-check
 
 Trains `model.arch=alexnet` (227 px crops of synthetic shapes stored at 256 px)
@@ -35,7 +35,6 @@ import math
 import statistics
 import sys
 import time
-from typing import Optional
 
 EXPERIMENT = "gpu-check"
 
@@ -73,7 +72,7 @@ def history(client, run_id: str, key: str) -> list[float]:
     return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--train-size", type=int, default=4096)
@@ -92,22 +91,25 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
 
     from ablations import tracking
-    from ablations.config import ConfigError, load_config
+    from ablations.assemble import check_devices
+    from ablations.config import load_config
     from ablations.train import _rank, run
+    from core.errors import USAGE_ERRORS
 
     try:
         cfg = load_config(overrides(args))
-        from ablations.train import check_devices
-
         check_devices(cfg)
-    except ConfigError as err:
+    except USAGE_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     device = "cpu" if args.cpu else torch.cuda.get_device_name(0)
     steps = args.epochs * (args.train_size // args.batch_size)
     if _rank() == 0:
-        print(f"gpu-check: alexnet at 227 px, bf16-mixed, channels_last, on {args.devices} x {device}: "
-              f"{args.epochs} epochs x {args.train_size // args.batch_size} steps of {args.batch_size} images", flush=True)
+        print(
+            f"gpu-check: alexnet at 227 px, bf16-mixed, channels_last, on {args.devices} x {device}: "
+            f"{args.epochs} epochs x {args.train_size // args.batch_size} steps of {args.batch_size} images",
+            flush=True,
+        )
     start = time.time()
     try:
         run_id = run(cfg, experiment=EXPERIMENT, run_name=f"alexnet-bf16-{device.replace(' ', '_')}", tags={"gpu": device})

@@ -1,7 +1,7 @@
 """Performance, measured side by side with bare PyTorch.
 
-    python -m ablations.bench            # the full table (make bench; 3 to 4 min on 2 CPU cores)
-    python -m ablations.bench --quick    # a tiny run that only checks that the bench works
+    python -m tools.bench            # the full table (make bench; 3 to 4 min on 2 CPU cores)
+    python -m tools.bench --quick    # a tiny run that only checks that the bench works
 
 What it measures, and how:
 
@@ -55,9 +55,10 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
 
-from ablations.config import ROOT, Config, load_config
+from ablations.config import Config, load_config
+from core import paths
+from core.paths import ROOT
 
 # Goals (the issue "Performance: measured side by side with bare PyTorch").
 GOAL_RATIO = 0.97  # suite / bare training throughput, cifar on the CPU
@@ -173,7 +174,9 @@ def memo_shapes():
                 cache[key] = original(cfg, side)
             else:
                 small = original(dataclasses.replace(cfg, train_size=min(cfg.train_size or 1024, 1024)), 32)
-                cache[key] = registry.Splits(_upsample(small.train, cfg.train_size or 1024, side), _upsample(small.val, cfg.val_size or 256, side), small.classes)
+                cache[key] = registry.Splits(
+                    _upsample(small.train, cfg.train_size or 1024, side), _upsample(small.val, cfg.val_size or 256, side), small.classes
+                )
         return cache[key]
 
     registry.DATASETS["shapes"] = shapes
@@ -225,25 +228,25 @@ class BareLoop:
     def __init__(self, cfg: Config, images, labels, stats: dict, num_classes: int):
         import torch
 
-        from ablations.train import resolved_sizes
+        from ablations.assemble import image_size
         from data.augment import TRAIN_AUGMENTS, BatchPipeline
         from lightning_modules.networks import build_network
+        from lightning_modules.optim import param_groups
 
         self.cfg, self.images, self.labels = cfg, images, labels
         self.device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
         if cfg.trainer.threads:
             torch.set_num_threads(cfg.trainer.threads)
-        size = resolved_sizes(cfg)
+        size = image_size(cfg)
         torch.manual_seed(cfg.seed)
         self.net = build_network(cfg.model, num_classes, size).to(self.device).train()
-        if cfg.trainer.channels_last:
+        from ablations.assemble import channels_last
+
+        self.channels_last = channels_last(cfg)
+        if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.pipeline = BatchPipeline(size, stats, TRAIN_AUGMENTS[cfg.data.augment]).to(self.device)
-        o = cfg.optim
-        decay = [p for p in self.net.parameters() if p.dim() > 1]
-        no_decay = [p for p in self.net.parameters() if p.dim() <= 1]
-        groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        self.opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
+        self.opt = torch.optim.SGD(param_groups(self.net, cfg.optim.weight_decay), lr=cfg.optim.lr, momentum=cfg.optim.momentum)
         self.perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.seed))
         self.batches = len(labels) // cfg.data.batch_size
         self.i = 0
@@ -259,7 +262,7 @@ class BareLoop:
         if self.device.type == "cuda":
             x, y = x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
         x = self.pipeline.train_batch(x)
-        if t.channels_last:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16-mixed"):
             loss = torch.nn.functional.cross_entropy(self.net(x), y)
@@ -268,7 +271,7 @@ class BareLoop:
         self.opt.step()
 
 
-def _step_timer(warmup: int, steps: int, sync: bool, bare: Optional[BareLoop]):
+def _step_timer(warmup: int, steps: int, sync: bool, bare: BareLoop | None):
     """A callback that times the suite's steps `warmup` to `warmup + steps - 1`
     and every RunLogger.log_metrics call of the run. With `bare`, it runs one bare
     step right after each suite step (at on_train_batch_end) and times it apart:
@@ -322,7 +325,7 @@ def step_time(steps: list[float], gpu: bool) -> float:
     return sum(steps) / len(steps) if gpu else median(steps)
 
 
-def suite_once(cfg: Config, warmup: int, steps: int, name: str, bare: Optional[BareLoop]) -> dict:
+def suite_once(cfg: Config, warmup: int, steps: int, name: str, bare: BareLoop | None) -> dict:
     """One real run (ablations.train.run) of warmup + steps + 1 training steps."""
     from ablations import train
 
@@ -334,7 +337,7 @@ def suite_once(cfg: Config, warmup: int, steps: int, name: str, bare: Optional[B
     suite, bare_steps = timer.times()
     out = {"step_s": step_time(suite, gpu), "steps_s": suite, "log_calls": timer.log_calls}
     if bare is not None:
-        out |= {"bare_step_s": step_time(bare_steps, gpu), "bare_steps_s": bare_steps, "ratio": median([b / s for s, b in zip(suite, bare_steps)])}
+        out |= {"bare_step_s": step_time(bare_steps, gpu), "bare_steps_s": bare_steps, "ratio": median([b / s for s, b in zip(suite, bare_steps, strict=True)])}
     return out
 
 
@@ -355,7 +358,7 @@ def bare_once(loop: BareLoop, warmup: int, steps: int) -> dict:
     if gpu:
         torch.cuda.synchronize()
         stamps = [stamps[0] + (time.perf_counter() - stamps[0]) * k / steps for k in range(steps + 1)]
-    walls = [b - a for a, b in zip(stamps, stamps[1:])]
+    walls = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     return {"step_s": step_time(walls, gpu), "steps_s": walls}
 
 
@@ -366,11 +369,10 @@ def compare(cfg: Config, sizes: Sizes, warmup: int, steps: int, label: str) -> d
     even when other processes come and go; its ratio is the median of the
     step pairs' ratios. On a GPU, where a step is not timed alone without
     synchronising, whole runs alternate (suite, bare, suite, bare, ...)."""
-    from ablations.train import resolved_sizes
-    from data.datamodule import AblationDataModule
+    from ablations.assemble import datamodule
 
     gpu = cfg.trainer.accelerator == "gpu"
-    dm = AblationDataModule(cfg.data, resolved_sizes(cfg), seed=cfg.seed)
+    dm = datamodule(cfg)
     dm.setup("fit")  # the same in-memory data the suite's datamodule gets (memo_shapes)
     train = dm.splits.train
     runs = []
@@ -413,9 +415,9 @@ def compare(cfg: Config, sizes: Sizes, warmup: int, steps: int, label: str) -> d
 def log_metrics_cost(calls: int) -> list[float]:
     """Direct RunLogger.log_metrics calls with what a logged training step sends."""
     from ablations import tracking
-    from ablations.callbacks import RunLogger
+    from ablations.train import run_logger
 
-    logger = RunLogger(experiment_name="bench", run_name="log-metrics", tracking_uri=tracking.tracking_uri())
+    logger = run_logger("bench", "log-metrics", None, None)
     logger.log_metrics({"train_loss_step": 2.3, "epoch": 0.0}, step=0)  # creates the run
     out = []
     for i in range(1, calls + 1):
@@ -506,7 +508,7 @@ class FirstStep:
 
         env = dict(os.environ) | {"MLFLOW_TRACKING_URI": store_uri, "ABLATION_CHECKPOINTS": str(checkpoints), FIRST_STEP_ENV: "1", "PYTHONUNBUFFERED": "1"}
         self.stop_early = stop_early
-        self.err = tempfile.TemporaryFile("w+")
+        self.err = tempfile.TemporaryFile("w+")  # noqa: SIM115 (read after the process ends)
         self.start = time.time()
         cmd = [sys.executable, "-m", "ablations.train", "--profile", "smoke"]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self.err, text=True)
@@ -532,10 +534,8 @@ class FirstStep:
         return {"first_step_s": first, "run_s": None if self.stop_early else total}
 
 
-def demo_time() -> Optional[str]:
-    from ablations import report
-
-    path = report.REPORT_DIR / "demo_time.txt"
+def demo_time() -> str | None:
+    path = paths.reports_dir() / "demo_time.txt"
     return path.read_text().strip() if path.is_file() else None
 
 
@@ -603,7 +603,11 @@ def render(r: dict) -> str:
     add(f"(what one loader worker does); BatchPipeline.train_batch on the CPU, {m['threads']} threads")
     for size, table in r["data"].items():
         for aug, d in table.items():
-            row(f"{aug} {size} px (stored {d['stored']}): loader / worker", fmt_rate(d["loader_img_per_s"]), f"BatchPipeline {fmt_rate(d['pipeline_img_per_s'])}")
+            row(
+                f"{aug} {size} px (stored {d['stored']}): loader / worker",
+                fmt_rate(d["loader_img_per_s"]),
+                f"BatchPipeline {fmt_rate(d['pipeline_img_per_s'])}",
+            )
         files = table["paper"].get("from_files_img_per_s")
         if files:
             ratio = table["paper"]["loader_img_per_s"] / files
@@ -615,7 +619,11 @@ def render(r: dict) -> str:
     s = r["startup"]
     add("")
     add("start-up: python -m ablations.train --profile smoke, in a new process")
-    row("command -> first training step, new store", "not run (--quick)" if s["new_store_s"] is None else f"{s['new_store_s']:.1f} s", "a new SQLite store: MLflow creates its tables first")
+    row(
+        "command -> first training step, new store",
+        "not run (--quick)" if s["new_store_s"] is None else f"{s['new_store_s']:.1f} s",
+        "a new SQLite store: MLflow creates its tables first",
+    )
     row("command -> first training step, existing store", "not run (--quick)" if s["existing_store_s"] is None else f"{s['existing_store_s']:.1f} s")
     row("make demo wall time", "see note" if r["demo"] else "not measured", r["demo"] or "reports/demo_time.txt is written by make demo")
 
@@ -653,7 +661,9 @@ def keep_up(r: dict, workers: int) -> dict:
             if workers == 0:
                 share = rate / per_worker
                 ok = share < GOAL_INLINE_LOADER
-                lines.append((f"keeps up? {aug} {size} px, num_workers=0", f"{share * 100:.1f} %", f"of the step spent loading, inline ({'yes' if ok else 'NO'})"))
+                lines.append(
+                    (f"keeps up? {aug} {size} px, num_workers=0", f"{share * 100:.1f} %", f"of the step spent loading, inline ({'yes' if ok else 'NO'})")
+                )
             else:
                 headroom = workers * per_worker / rate
                 ok = headroom >= GOAL_WORKER_HEADROOM
@@ -671,7 +681,7 @@ def keep_up(r: dict, workers: int) -> dict:
 # ------------------------------------------------------------------ main
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that the bench runs; the figures mean nothing")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats of suite and bare (default 3)")
@@ -688,19 +698,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.quick:
         torch.set_num_threads(1)  # a shared machine's cores hurt two threads most; no timings here anyway
 
-    from ablations import train
-
     result: dict = {"quick": args.quick, "machine": machine(), "load": [os.getloadavg()[0]]}
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "mlflow", "alembic"):  # after their imports (machine())
         logging.getLogger(name).setLevel(logging.ERROR)
     n_threads = result["machine"]["threads"]
     saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "ABLATION_CHECKPOINTS")}
-    saved_root = train.CHECKPOINT_ROOT
     with tempfile.TemporaryDirectory(prefix="ablation-bench-") as tmp, memo_shapes():
         tmp = Path(tmp)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
         os.environ["ABLATION_CHECKPOINTS"] = str(tmp / "checkpoints")
-        train.CHECKPOINT_ROOT = tmp / "checkpoints"
         try:
             startup_uri = f"sqlite:///{tmp / 'startup.db'}"
             if args.quick:  # alongside the rest, on a copy of the bench's store: the quick figures are not timings anyway
@@ -752,7 +758,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                 first = early.result()
                 result["startup"] = {"new_store_s": None, "existing_store_s": first["first_step_s"]}
         finally:
-            train.CHECKPOINT_ROOT = saved_root
             for k, v in saved_env.items():
                 if v is None:
                     os.environ.pop(k, None)

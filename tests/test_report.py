@@ -1,0 +1,47 @@
+"""`make report-<name>` reads MLflow and writes the report: on a store whose runs carry
+known metrics, its figures are those numbers, and it runs without torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from core.paths import ROOT
+from tests.helpers import client
+
+FINAL = {("relu", 0): 0.30, ("relu", 1): 0.40, ("relu", 2): 0.50, ("tanh", 0): 0.32, ("tanh", 1): 0.43, ("tanh", 2): 0.51}
+
+
+def _crafted_study(store: str) -> str:
+    """An 'activation' study as a real one leaves it, with chosen final val_err1 values."""
+    c = client(store)
+    exp = c.create_experiment("activation")
+    parent = c.create_run(exp, run_name="activation-crafted", tags={"study": "true", "ablation": "activation", "profile": "smoke"}).info.run_id
+    c.log_param(parent, "variants", "relu,tanh")
+    c.log_param(parent, "seeds", "0,1,2")
+    for (variant, seed), final in FINAL.items():
+        tags = {"mlflow.parentRunId": parent, "ablation": "activation", "variant": variant, "seed": str(seed)}
+        run = c.create_run(exp, run_name=f"{variant}-seed{seed}", tags=tags).info.run_id
+        c.log_param(run, "steps_per_epoch", "10")
+        for epoch, (val, train) in enumerate([(0.8, 0.9), (final, 0.2)]):
+            c.log_metric(run, "val_err1", val, step=epoch)
+            c.log_metric(run, "train_err1", train, step=epoch)
+        for step, err in [(5, 0.6), (10, 0.4), (15, 0.3), (20, 0.2)]:
+            c.log_metric(run, "train_err1_step", err, step=step)
+        c.set_terminated(run, "FINISHED")
+    c.set_terminated(parent, "FINISHED")
+    return parent
+
+
+def test_report_reads_the_runs_and_needs_no_torch(store, tmp_path):
+    parent = _crafted_study(store)
+    code = "import sys; from ablations.report import main; main(['activation']); print('torch loaded:', 'torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "torch loaded: False" in proc.stdout
+    text = (tmp_path / "reports" / "activation" / "report.md").read_text()
+    assert "| relu | 3 | 40.00 ± 10.00 [15.16, 64.84] |" in text
+    assert "| tanh | 3 | 42.00 ± 9.54 [18.30, 65.70] | 2.00 ± 1.00 [-0.48, 4.48] |" in text and "within noise (p = 0.074)" in text
+    # epochs to 25%: the step readings cross between steps 15 (0.3) and 20 (0.2): step 17.5 of 10 per epoch
+    assert "| relu | 1.75 ± 0.00 [1.75, 1.75] (3/3 seeds) | 1.00x [1.00, 1.00] |" in text
+    assert "report" in {a.path for a in client(store).list_artifacts(parent)}

@@ -1,0 +1,100 @@
+"""The report's statistics against values computed independently (by hand, or from
+the t distribution's tables), and the verdict words they lead to."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ablations.report import RunResult, VariantRow, analyse, render, verdict
+from ablations.stats import describe, paired, ratio, time_to
+
+
+def test_mean_sd_and_t_interval():
+    s = describe([0.1, 0.2, 0.3])
+    assert s.n == 3
+    assert s.mean == pytest.approx(0.2)
+    assert s.std == pytest.approx(0.1)
+    # t(0.975, 2) = 4.3027: half-width 4.3027 * 0.1 / sqrt(3) = 0.2484
+    assert (s.lo, s.hi) == (pytest.approx(-0.0484, abs=1e-4), pytest.approx(0.4484, abs=1e-4))
+    assert s.fmt() == "20.00 ± 10.00 [-4.84, 44.84]"
+
+
+def test_describe_drops_nans_and_handles_one_value():
+    assert describe([0.3, math.nan]).n == 1 and describe([0.3, math.nan]).fmt() == "30.00"
+    assert describe([]).fmt() == "n/a"
+
+
+def test_paired_t_test():
+    baseline = {0: 0.30, 1: 0.40, 2: 0.50}
+    variant = {0: 0.32, 1: 0.43, 2: 0.51}  # differences 0.02, 0.03, 0.01
+    c = paired(variant, baseline)
+    assert c.diff.mean == pytest.approx(0.02)
+    # t = 0.02 / (0.01 / sqrt(3)) = 3.464, two-sided p with 2 degrees of freedom = 0.0742
+    assert c.p_value == pytest.approx(0.0742, abs=1e-4)
+    assert c.within_noise
+
+
+def test_pairing_is_by_seed():
+    baseline = {0: 0.30, 1: 0.40, 2: 0.50}
+    variant = {0: 0.32, 1: 0.43, 2: 0.51}
+    wrong = {0: variant[1], 1: variant[2], 2: variant[0]}  # the same values under other seeds
+    assert paired(wrong, baseline).p_value != pytest.approx(paired(variant, baseline).p_value, abs=1e-3)
+    assert paired({0: 0.3}, {0: 0.2}) is None  # one pair: no test
+    assert paired({0: 0.3, 5: 0.4}, {0: 0.2, 6: 0.1}) is None  # no common seeds beyond one
+
+
+def test_a_clear_difference_is_not_noise():
+    c = paired({0: 0.30, 1: 0.31, 2: 0.32}, {0: 0.20, 1: 0.205, 2: 0.21})
+    assert c.p_value < 0.05 and not c.within_noise and c.diff.lo > 0
+
+
+def test_time_to_a_target():
+    assert time_to(list(enumerate([0.9, 0.5, 0.25, 0.2], start=1)), 0.25) == 3
+    assert math.isnan(time_to(list(enumerate([0.3, 0.26], start=1)), 0.25))
+    # between readings: the straight line from (2, 0.5) to (3, 0.2) reaches 0.25 at 2 + 0.25 / 0.3
+    assert time_to([(1, 0.9), (2, 0.5), (3, 0.2)], 0.25) == pytest.approx(2 + 0.25 / 0.3)
+    assert time_to([(0.5, 0.2), (1.0, 0.1)], 0.25) == 0.5  # already below at the first reading
+
+
+def test_ratio_of_times():
+    # per-seed ratios 2, 2, 2: geometric mean 2 with no spread
+    r = ratio({0: 2.0, 1: 4.0, 2: 6.0}, {0: 1.0, 1: 2.0, 2: 3.0})
+    assert (r.mean, r.lo, r.hi) == (pytest.approx(2.0), pytest.approx(2.0), pytest.approx(2.0))
+    # ratios 1 and 4: geometric mean 2; log ratios 0 and ln 4, sd ln4/sqrt2; t(0.975, 1) = 12.706
+    r = ratio({0: 1.0, 1: 4.0}, {0: 1.0, 1: 1.0})
+    half = 12.7062 * (math.log(4) / math.sqrt(2)) / math.sqrt(2)
+    assert r.mean == pytest.approx(2.0)
+    assert (r.lo, r.hi) == (pytest.approx(math.exp(math.log(2) - half), rel=1e-3), pytest.approx(math.exp(math.log(2) + half), rel=1e-3))
+
+
+def _run(variant, seed, val, train, clean=math.nan, step_err=()):
+    return RunResult(variant, seed, f"{variant}{seed}", {"val_err1": val, "train_err1": train, "val_err5": val}, list(step_err), clean)
+
+
+def test_analyse_and_the_report_words():
+    results = [
+        _run("a", 0, [0.5, 0.30], [0.6, 0.24], clean=0.20),
+        _run("a", 1, [0.5, 0.40], [0.6, 0.30], clean=0.25),
+        _run("a", 2, [0.5, 0.50], [0.6, 0.20], clean=0.30),
+        _run("b", 0, [0.5, 0.32], [0.6, 0.5], step_err=[(0.5, 0.5), (1.0, 0.3), (1.5, 0.2)]),
+        _run("b", 1, [0.5, 0.43], [0.6, 0.5], step_err=[(0.5, 0.5), (1.0, 0.3), (1.5, 0.2)]),
+        _run("b", 2, [0.5, 0.51], [0.6, 0.5], step_err=[(0.5, 0.5), (1.0, 0.3), (1.5, 0.2)]),
+    ]
+    a, b = analyse(results, ["a", "b"], "a")
+    assert a.final_err1.mean == pytest.approx(0.4) and a.gap.mean == pytest.approx(0.4 - 0.25)
+    assert b.vs_baseline.p_value == pytest.approx(0.0742, abs=1e-4)
+    assert verdict(a, "a") == "baseline" and verdict(b, "a") == "within noise (p = 0.074)"
+    # epochs to 25%: a crosses between its epoch readings 1 (0.6) and 2 (0.24, 0.30, 0.20), b from its step readings
+    assert a.epochs_to_25.n == 2 and a.epochs_to_25.mean == pytest.approx(((1 + 0.35 / 0.36) + (1 + 0.35 / 0.40)) / 2)
+    assert b.epochs_to_25.mean == pytest.approx(1.0 + 0.5 * 0.05 / 0.1)
+    text = render("x", "", "a", [a, b], {"parent_name": "p", "parent_id": "i", "profile": "smoke", "seeds": "0,1,2"}, [], 2)
+    assert "| b | 3 | 42.00 ± 9.54 [18.30, 65.70] | 2.00 ± 1.00 [-0.48, 4.48] |" in text
+    assert "Reproduce: `make ablate-x PROFILE=smoke SEEDS=0,1,2`" in text
+
+
+def test_a_real_difference_gets_its_size_and_direction():
+    row = VariantRow("b", 3, *[describe([0.1])] * 9)
+    row.vs_baseline = paired({0: 0.30, 1: 0.31, 2: 0.32}, {0: 0.20, 1: 0.205, 2: 0.21})
+    assert verdict(row, "a").startswith("10.50 points higher error than a (p = ")
