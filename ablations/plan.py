@@ -62,6 +62,20 @@ def expand(
     return runs
 
 
+def run_tags(spec: RunSpec, parent_id: str, baseline: str) -> dict[str, str]:
+    """The tags of a study's child run: where it nests, what it is, what code trained it."""
+    return {
+        tracking.PARENT: parent_id,
+        tracking.ABLATION: spec.ablation,
+        tracking.VARIANT: spec.variant,
+        tracking.SEED: str(spec.seed),
+        tracking.CONFIG_HASH: spec.config.hash(),
+        tracking.GIT_COMMIT: tracking.git_commit(),
+        tracking.PROFILE: spec.profile or "",
+        tracking.BASELINE: str(spec.variant == baseline).lower(),
+    } | spec.tags
+
+
 @dataclass
 class Decision:
     action: Literal["skip", "resume", "reuse", "new", "busy"]

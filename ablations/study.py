@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ablations import assemble, tracking
 from ablations.launch import Ended, LocalLauncher, alive, reason
-from ablations.plan import RunSpec, decide, expand
+from ablations.plan import RunSpec, decide, expand, run_tags
 from ablations.spec import load_ablation, parse_seeds
 from core.errors import EXIT_FAILED, EXIT_INTERRUPTED, run_command
 
@@ -75,18 +75,6 @@ class Study:
                 classes[key] = dm.num_classes
             build_network(cfg.model, cfg.model.num_classes or classes[key], assemble.image_size(cfg))
 
-    def _tags(self, spec: RunSpec, parent_id: str) -> dict[str, str]:
-        return {
-            tracking.PARENT: parent_id,
-            tracking.ABLATION: spec.ablation,
-            tracking.VARIANT: spec.variant,
-            tracking.SEED: str(spec.seed),
-            tracking.CONFIG_HASH: spec.config.hash(),
-            tracking.GIT_COMMIT: tracking.git_commit(),
-            tracking.PROFILE: self.profile or "",
-            tracking.BASELINE: str(spec.variant == self.ablation.baseline).lower(),
-        } | spec.tags
-
     def _one(self, spec: RunSpec, parent_id: str, experiment_id: str) -> Outcome:
         decision = decide(spec, experiment_id, self.force, alive)
         if decision.action == "skip":
@@ -97,7 +85,7 @@ class Study:
             return Outcome(spec, decision.run_id, "BUSY")
         if self._stopping:
             return Outcome(spec, decision.run_id or "", "KILLED", "study interrupted")
-        tags = self._tags(spec, parent_id)
+        tags = run_tags(spec, parent_id, self.ablation.baseline)
         if decision.action == "reuse":
             run_id = tracking.copy_run(decision.run_id, experiment_id, spec.name, tags)
             say(f"reuse  {spec.name}: identical config finished in run {decision.run_id}")
@@ -127,20 +115,6 @@ class Study:
         say(f"{status.lower():6} {spec.name}: {why.splitlines()[-1] if why else ''}")
         return Outcome(spec, run_id, status, why, seconds)
 
-    def _start_parent(self) -> tuple[str, str]:
-        experiment_id = tracking.experiment_id(self.ablation.name)
-        parent_id = tracking.create_run(
-            experiment_id,
-            f"{self.ablation.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            {tracking.ABLATION: self.ablation.name, tracking.STUDY: "true", tracking.PROFILE: self.profile or "",
-             tracking.GIT_COMMIT: tracking.git_commit(), tracking.NOTE: self.ablation.description},
-        )  # fmt: skip
-        params = {"seeds": ",".join(str(s) for s in sorted({r.seed for r in self.runs})), "variants": ",".join(dict.fromkeys(r.variant for r in self.runs))}
-        if self.args:  # the report's reproduce line repeats them
-            params["overrides"] = " ".join(self.args)
-        tracking.log_params(parent_id, params)
-        return experiment_id, parent_id
-
     def _run_all(self, parent_id: str, experiment_id: str) -> tuple[list[Outcome], bool]:
         """Every planned run, `slots` at a time; on Ctrl-C the running ones are stopped."""
         outcomes: list[Outcome] = []
@@ -160,7 +134,10 @@ class Study:
         return sorted(outcomes, key=lambda o: order[id(o.spec)]), False
 
     def run(self) -> int:
-        experiment_id, parent_id = self._start_parent()
+        params = {"seeds": ",".join(str(s) for s in sorted({r.seed for r in self.runs})), "variants": ",".join(dict.fromkeys(r.variant for r in self.runs))}
+        if self.args:  # the report's reproduce line repeats them
+            params["overrides"] = " ".join(self.args)
+        experiment_id, parent_id = tracking.create_study(self.ablation.name, self.ablation.description, self.profile or "", params)
         n, v = len(self.runs), len(self.ablation.variants)
         say(f"study '{self.ablation.name}': {n} runs ({v} variants x {n // v} seeds), parent run {parent_id}, store {tracking.tracking_uri()}")
         outcomes, interrupted = self._run_all(parent_id, experiment_id)
@@ -178,16 +155,20 @@ class Study:
             say(f"report failed: {type(err).__name__}: {err}")
             failed.append(Outcome(self.runs[0], parent_id, "FAILED", f"report: {err}"))
         tracking.finish(parent_id, "FAILED" if failed else "FINISHED")
-        count = {s: sum(o.status == s for o in outcomes) for s in ("FINISHED", "SKIPPED", "REUSED", "BUSY")}
-        say(
-            f"study '{self.ablation.name}': {count['FINISHED']} trained, {count['SKIPPED']} skipped (finished before), "
-            f"{count['REUSED']} reused (same config finished in another study), "
-            + (f"{count['BUSY']} being trained by another process, " if count["BUSY"] else "")
-            + f"{len(failed)} failed"
-        )
-        for o in failed:
-            say(f"  FAILED {o.spec.name} (run {o.run_id}): {o.reason.splitlines()[-1] if o.reason else ''}")
+        _say_outcomes(self.ablation.name, outcomes, failed)
         return EXIT_FAILED if failed else 0
+
+
+def _say_outcomes(name: str, outcomes: list[Outcome], failed: list[Outcome]) -> None:
+    count = {s: sum(o.status == s for o in outcomes) for s in ("FINISHED", "SKIPPED", "REUSED", "BUSY")}
+    say(
+        f"study '{name}': {count['FINISHED']} trained, {count['SKIPPED']} skipped (finished before), "
+        f"{count['REUSED']} reused (same config finished in another study), "
+        + (f"{count['BUSY']} being trained by another process, " if count["BUSY"] else "")
+        + f"{len(failed)} failed"
+    )
+    for o in failed:
+        say(f"  FAILED {o.spec.name} (run {o.run_id}): {o.reason.splitlines()[-1] if o.reason else ''}")
 
 
 def main(argv: list[str] | None = None) -> int:

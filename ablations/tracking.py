@@ -194,6 +194,15 @@ def copy_run(source_id: str, experiment_id: str, run_name: str, tags: dict[str, 
     return run_id
 
 
+def create_study(ablation: str, description: str, profile: str, params: dict[str, str]) -> tuple[str, str]:
+    """A study's parent run in the ablation's experiment: (experiment id, parent run id)."""
+    exp = experiment_id(ablation)
+    tags = {ABLATION: ablation, STUDY: "true", PROFILE: profile, GIT_COMMIT: git_commit(), NOTE: description}
+    parent = create_run(exp, f"{ablation}-{time.strftime('%Y%m%d-%H%M%S')}", tags)
+    log_params(parent, params)
+    return exp, parent
+
+
 # ------------------------------------------------------------------ studies, as reports read them
 
 

@@ -28,6 +28,27 @@ def top_k_errors(logits: torch.Tensor, labels: torch.Tensor, k: int = 5) -> tupl
     return (~hit[:, 0]).sum(), (~hit.any(-1)).sum()
 
 
+class Sums:
+    """Per key, [loss x images, top-1 wrong, top-5 wrong, images], reduced across
+    devices as sums, so that every image counts once whatever the number of devices."""
+
+    def __init__(self):
+        self._sums: dict[str, torch.Tensor] = {}
+
+    def add(self, key: str, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        err1, err5 = top_k_errors(logits, labels)
+        n = torch.ones_like(loss) * len(labels)
+        values = torch.stack([loss.detach() * len(labels), err1, err5, n]).double()
+        self._sums[key] = self._sums.get(key, torch.zeros(4, dtype=torch.float64, device=loss.device)) + values
+
+    def pop(self, key: str, strategy, device) -> tuple[float, float, float, float]:
+        """(mean loss, top-1 error, top-5 error, images) since the last pop, over every device."""
+        sums = self._sums.pop(key, torch.zeros(4, dtype=torch.float64, device=device))
+        loss, err1, err5, n = strategy.reduce(sums, reduce_op="sum").tolist()
+        n = max(n, 1.0)
+        return loss / n, err1 / n, err5 / n, n
+
+
 class AlexNetModule(L.LightningModule):
     def __init__(
         self,
@@ -43,7 +64,7 @@ class AlexNetModule(L.LightningModule):
         if channels_last:  # the kernels too, or every convolution converts them on each call
             self.net = self.net.to(memory_format=torch.channels_last)
         self.loss = nn.CrossEntropyLoss()
-        self._sums: dict[str, torch.Tensor] = {}
+        self._sums = Sums()
         self._clock: dict[str, float] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,27 +84,15 @@ class AlexNetModule(L.LightningModule):
         images, labels = batch
         return self.prepare(images, self.trainer.training), labels
 
-    # ---- metrics: summed (loss, top-1 wrong, top-5 wrong, images) and reduced across
-    # devices as sums, so that every image counts once whatever the number of devices
-    def _accumulate(self, key: str, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        err1, err5 = top_k_errors(logits, labels)
-        n = torch.ones_like(loss) * len(labels)
-        values = torch.stack([loss.detach() * len(labels), err1, err5, n]).double()
-        self._sums[key] = self._sums.get(key, torch.zeros(4, dtype=torch.float64, device=loss.device)) + values
-
     def _reduce(self, key: str) -> tuple[float, float, float, float]:
-        sums = self._sums.pop(key, torch.zeros(4, dtype=torch.float64, device=self.device))
-        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-        loss, err1, err5, n = sums.tolist()
-        n = max(n, 1.0)
-        return loss / n, err1 / n, err5 / n, n
+        return self._sums.pop(key, self.trainer.strategy, self.device)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         loss = self.loss(logits, y)
-        self._accumulate("train", loss, logits, y)
-        self._accumulate("window", loss, logits, y)
+        self._sums.add("train", loss, logits, y)
+        self._sums.add("window", loss, logits, y)
         # every log_every_n_steps steps: the loss and the error over those steps (a running
         # error at step resolution, the paper's Figure 1 reading; MLflow step = optimiser steps).
         # Checking finiteness only then spares a device sync per step.
@@ -99,7 +108,7 @@ class AlexNetModule(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch
         logits = self(x)
-        self._accumulate("val", self.loss(logits, y), logits, y)
+        self._sums.add("val", self.loss(logits, y), logits, y)
 
     def on_train_start(self) -> None:
         # Lightning seeds every rank alike (same initial weights); from here each rank
