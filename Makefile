@@ -6,19 +6,20 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-PROFILE ?= demo
+PROFILE ?=
 SEEDS ?=
 GPUS ?= 0
 PARALLEL ?= 1
 DATA ?=
 ARGS ?=
 FORCE ?=
+TUNE ?=
 HOST ?= 127.0.0.1
 PORT ?= 5000
 PYTEST_ARGS ?=
 
 ABLATIONS := $(sort $(basename $(notdir $(wildcard configs/ablations/*.yaml))))
-STUDY_FLAGS = --profile $(PROFILE) $(if $(SEEDS),--seeds "$(SEEDS)") --gpus $(GPUS) --parallel $(PARALLEL) $(if $(FORCE),--force) \
+STUDY_FLAGS = $(if $(PROFILE),--profile $(PROFILE)) $(if $(SEEDS),--seeds "$(SEEDS)") --gpus $(GPUS) --parallel $(PARALLEL) $(if $(FORCE),--force) $(if $(TUNE),--tune) \
 	$(if $(DATA),data.name=$(DATA)) $(ARGS)
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
@@ -27,7 +28,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 help: ## list the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo
-	@echo "  variables: PROFILE=$(PROFILE) (smoke|demo|cifar|paper)  SEEDS=3 or 0,1,2  GPUS=0  PARALLEL=1  DATA=shapes  ARGS=\"key=value ...\"  FORCE=1"
+	@echo "  variables: PROFILE=demo (smoke|demo|cifar|paper|tutorial; an ablation file may name its own)  SEEDS=3 or 0,1,2  GPUS=0  PARALLEL=1  DATA=shapes  ARGS=\"key=value ...\"  FORCE=1  TUNE=1"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,7 +50,7 @@ test-fast: install ## run the tests not marked slow
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 train: install ## train one model: make train ARGS="model.activation=tanh"
-	$(PY) -m ablations.train --profile $(PROFILE) $(if $(DATA),data.name=$(DATA)) $(ARGS)
+	$(PY) -m ablations.train --profile $(or $(PROFILE),demo) $(if $(DATA),data.name=$(DATA)) $(ARGS)
 
 summary: install ## per-layer table: make summary ARGS="model.arch=alexnet model.num_classes=1000"
 	$(PY) -m ablations.summary $(ARGS)

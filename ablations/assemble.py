@@ -82,7 +82,9 @@ def module(cfg: Config, dm):
     from lightning_modules.optim import optimizer_factory
 
     net = build_network(cfg.model, cfg.model.num_classes or dm.num_classes, image_size(cfg))
-    return AlexNetModule(net, dm.batch_pipeline(), optimizer_factory(cfg.optim), channels_last=channels_last(cfg), seed=cfg.seed)
+    return AlexNetModule(
+        net, dm.batch_pipeline(), optimizer_factory(cfg.optim), channels_last=channels_last(cfg), seed=cfg.seed, stop_at_train_err=cfg.trainer.stop_at_train_err
+    )
 
 
 def trainer(cfg: Config, logger, callbacks):

@@ -20,7 +20,14 @@ def main() -> int:
             continue
         first = a.description.split(". ")[0].rstrip(".")
         print(f"{name:<15} {first}")
-        print(textwrap.indent(f"variants: {', '.join(a.variants)} (baseline {a.baseline}); seeds {len(a.seeds)}; make ablate-{name}", " " * 16))
+        tuned = "; TUNE=1 tunes " + ", ".join(a.tune.space) if a.tune else ""
+        if a.design is not None:
+            factors = ", ".join(f"{k} {lo}/{hi}" for k, (lo, hi) in a.design.factors.items())
+            what = f"{a.design.describe()} over {factors}"
+        else:
+            what = f"variants: {', '.join(a.variants)} (baseline {a.baseline})"
+        line = f"{what}; profile {a.profile}; seeds {len(a.seeds)}{tuned}; make ablate-{name}"
+        print(textwrap.indent(line, " " * 16))
     return status
 
 

@@ -1,8 +1,9 @@
 """The whole configuration of one run, composed from the sections the layers own.
 
 A run is described by one `Config`: the paper's baseline (`configs/base.yaml`),
-then a profile, then the ablation variant, then command-line overrides, each a
-dotted `key=value`. Every layer is checked (`core.config.build`), so a typo or
+the chosen architecture's own choices (`configs/archs/<arch>.yaml`, if any), then
+a profile, then the ablation variant, then command-line overrides, each a dotted
+`key=value`. Every layer is checked (`core.config.build`), so a typo or
 a bad value stops the program before anything is trained or written to MLflow.
 """
 
@@ -37,6 +38,7 @@ class TrainerConfig:
     limit_val_batches: int | None = None
     log_every_n_steps: int = 50  # also the window of the running training error (train_err1_step)
     threads: int | None = None  # CPU threads for this run; None: torch's default
+    stop_at_train_err: float | None = None  # end training once the running training error reaches this
     deterministic: bool = False
 
     def validate(self) -> None:
@@ -45,6 +47,8 @@ class TrainerConfig:
         require(self.num_nodes >= 1, "trainer.num_nodes", self.num_nodes, ">= 1")
         require(self.log_every_n_steps >= 1, "trainer.log_every_n_steps", self.log_every_n_steps, ">= 1")
         require(self.threads is None or self.threads >= 1, "trainer.threads", self.threads, "null or >= 1")
+        stop = self.stop_at_train_err
+        require(stop is None or 0 < stop < 1, "trainer.stop_at_train_err", stop, "null or an error rate in (0, 1)")
 
 
 # Keys that change where and how fast a run goes, not what it computes.
@@ -105,11 +109,17 @@ def profile_overrides(name: str | None, config_dir: Path | None = None) -> dict[
 
 
 def build_config(*layers: dict[str, Any], config_dir: Path | None = None) -> Config:
-    """Merges the baseline with flat override layers (later wins) and validates."""
-    merged = flatten(read_yaml((config_dir or paths.config_dir()) / "base.yaml"))
+    """Merges the baseline with flat override layers (later wins) and validates.
+    The chosen architecture's own choices (configs/archs/<arch>.yaml, if there is
+    one) come right above the baseline: under every layer given here."""
+    config_dir = config_dir or paths.config_dir()
+    base = flatten(read_yaml(config_dir / "base.yaml"))
+    given: dict[str, Any] = {}
     for layer in layers:
-        merged.update(flatten(layer))
-    return build(Config, unflatten(merged))
+        given.update(flatten(layer))
+    arch_file = config_dir / "archs" / f"{given.get('model.arch', base.get('model.arch'))}.yaml"
+    arch = flatten(read_yaml(arch_file)) if arch_file.is_file() else {}
+    return build(Config, unflatten(base | arch | given))
 
 
 def load_config(overrides: list[str] | None = None, profile: str | None = None, config_dir: Path | None = None) -> Config:

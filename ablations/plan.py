@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ablations import tracking
 from ablations.config import Config, build_config, profile_overrides
@@ -28,11 +28,58 @@ class RunSpec:
     config: Config
     overrides: list[str] = field(default_factory=list)  # what the training process is given, after the profile
     profile: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)  # extra tags (e.g. a tuning candidate's)
+    tags: dict[str, str] = field(default_factory=dict)  # extra tags (a tuning candidate's)
+    label: str = ""  # between variant and seed in the run's name (a tuning candidate's values)
 
     @property
     def name(self) -> str:
-        return f"{self.variant}-seed{self.seed}"
+        return f"{self.variant}{self.label}-seed{self.seed}"
+
+
+# A tuning budget caps these (the smaller of the budget and what the run would have);
+# every other budget key is set as given.
+BUDGET_CAPS = ("trainer.max_epochs", "data.train_size", "trainer.limit_train_batches")
+
+
+class _Expander:
+    """Configs of an ablation's runs: base < profile < the file's overrides < ARGS <
+    the variant < (tuning: the budget < the candidate | tuned values) < seed and GPUS."""
+
+    def __init__(self, ablation: Ablation, profile: str | None, args: list[str] | None, gpus: int, config_dir: Path | None):
+        self.ablation, self.profile, self.config_dir = ablation, profile, config_dir
+        self.extra = parse_overrides(args or [])
+        self.device = {"trainer.accelerator": "gpu", "trainer.devices": gpus} if gpus else {}
+        self.prof = profile_overrides(profile, config_dir)
+
+    def config(self, variant: str, flat: dict[str, Any]) -> Config:
+        try:
+            return build_config(self.prof, flat, config_dir=self.config_dir)
+        except ConfigError as err:
+            raise ConfigError(f"ablation '{self.ablation.name}', variant '{variant}': {err}") from None
+
+    def layered(self, variant: str, *more: dict[str, Any]) -> dict[str, Any]:
+        flat = self.ablation.overrides | self.extra | self.ablation.variants[variant]
+        for layer in more:
+            flat = flat | layer
+        return flat | self.device
+
+    def spec(self, variant: str, seed: int, flat: dict[str, Any], **kw) -> RunSpec:
+        flat = flat | {"seed": seed}
+        return RunSpec(self.ablation.name, variant, seed, self.config(variant, flat), as_overrides(flat), self.profile, **kw)
+
+    def budget(self, variant: str) -> dict[str, Any]:
+        """The tuning budget, with its caps applied to what the variant's runs would get."""
+        plain = self.config(variant, self.layered(variant) | {"seed": 0}).flat()
+        out = {}
+        for key, value in self.ablation.tune.budget.items():
+            if key in BUDGET_CAPS and plain.get(key) is not None and value is not None:
+                value = min(value, plain[key])
+            out[key] = value
+        return out
+
+
+def _order(ablation: Ablation) -> list[str]:
+    return [ablation.baseline] + [v for v in ablation.variants if v != ablation.baseline]
 
 
 def expand(
@@ -42,23 +89,38 @@ def expand(
     seeds: list[int] | None = None,
     gpus: int = 0,
     config_dir: Path | None = None,
+    tuned: dict[str, dict[str, Any]] | None = None,
 ) -> list[RunSpec]:
-    """Every (variant, seed) of the study as a validated config, baseline first.
-    Precedence: base < profile < the file's overrides < ARGS < the variant < seed and GPUS."""
-    extra = parse_overrides(args or [])
-    device = {"trainer.accelerator": "gpu", "trainer.devices": gpus} if gpus else {}
-    prof = profile_overrides(profile, config_dir)
+    """Every (variant, seed) of the study as a validated config, baseline first;
+    `tuned`: per variant, the values its tuning chose."""
+    ex = _Expander(ablation, profile, args, gpus, config_dir)
+    cells = ablation.design.cells() if ablation.design else {}
+    return [
+        ex.spec(v, seed, ex.layered(v, (tuned or {}).get(v, {})), tags={f"factor.{k}": str(x) for k, x in cells.get(v, {}).items()})
+        for v in _order(ablation)
+        for seed in seeds or ablation.seeds
+    ]
+
+
+def _label(values: dict[str, Any]) -> str:
+    return "".join(f"-{key.rsplit('.', 1)[-1]}{value:g}" if isinstance(value, float) else f"-{key.rsplit('.', 1)[-1]}{value}" for key, value in values.items())
+
+
+def expand_tuning(
+    ablation: Ablation, candidates: dict[str, list[dict[str, Any]]], profile: str | None = None, args: list[str] | None = None, gpus: int = 0,
+    config_dir: Path | None = None,
+) -> list[RunSpec]:  # fmt: skip
+    """The tuning runs: per variant, each candidate (key -> value) at each tuning seed,
+    under the tuning budget; tagged tuning=true and tune.<key>=<value>."""
+    ex = _Expander(ablation, profile, args, gpus, config_dir)
+    tune = ablation.tune
+    stop = {"trainer.stop_at_train_err": tune.target} if tune.objective == "epochs_to_train_err" else {}
     runs = []
-    order = [ablation.baseline] + [v for v in ablation.variants if v != ablation.baseline]
-    for variant in order:
-        layered = ablation.overrides | extra | ablation.variants[variant] | device
-        for seed in seeds or ablation.seeds:
-            flat = layered | {"seed": seed}
-            try:
-                cfg = build_config(prof, flat, config_dir=config_dir)
-            except ConfigError as err:
-                raise ConfigError(f"ablation '{ablation.name}', variant '{variant}': {err}") from None
-            runs.append(RunSpec(ablation.name, variant, seed, cfg, as_overrides(flat), profile))
+    for variant in _order(ablation):
+        budget = ex.budget(variant) | stop
+        for values in candidates.get(variant, []):
+            tags = {tracking.TUNING: "true"} | {f"tune.{k}": str(v) for k, v in values.items()}
+            runs += [ex.spec(variant, seed, ex.layered(variant, budget, values), tags=tags, label=_label(values)) for seed in tune.seeds]
     return runs
 
 
@@ -87,7 +149,8 @@ def decide(spec: RunSpec, experiment_id: str, force: bool, alive: Callable[[obje
     live process trains it now; resume: an interrupted run has a checkpoint; reuse: a
     FINISHED run of the same config is in another study; new: train it.
     `alive(run)` says whether a RUNNING run's process still exists (the launcher knows)."""
-    existing = tracking.runs_of_config(experiment_id, spec.ablation, spec.variant, spec.config.hash())
+    tuning = spec.tags.get(tracking.TUNING) == "true"
+    existing = tracking.runs_of_config(experiment_id, spec.ablation, spec.variant, spec.config.hash(), tuning)
     if not force:
         for run in existing:
             if run.info.status == "FINISHED":

@@ -59,3 +59,66 @@ def bars(names: Sequence[str], means: Sequence[float], los: Sequence[float], pat
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def sensitivity(series: dict[str, list[tuple[float, float]]], chosen: dict[str, float], path: Path, xlabel: str, ylabel: str, title: str) -> None:
+    """Per variant, the tuning objective against the tuned value (log x); candidates that
+    lost (failed, or never reached the target) are drawn as x at the top; the chosen one ringed."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    finite = [y for pts in series.values() for _, y in pts if math.isfinite(y)]
+    top = max(finite) * 1.1 if finite else 1.0
+    for variant, pts in series.items():
+        pts = sorted(pts)
+        ok = [(x, y) for x, y in pts if math.isfinite(y)]
+        (line,) = ax.plot([x for x, _ in ok], [y for _, y in ok], "o-", label=variant, lw=2)
+        lost = [x for x, y in pts if not math.isfinite(y)]
+        if lost:
+            ax.plot(lost, [top] * len(lost), "x", color=line.get_color(), ms=9)
+        if variant in chosen:
+            best = [y for x, y in pts if x == chosen[variant]]
+            if best and math.isfinite(best[0]):
+                ax.plot([chosen[variant]], best, "o", ms=14, mfc="none", color=line.get_color())
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def effects(names: Sequence[str], values: Sequence[float], los: Sequence[float], his: Sequence[float], path: Path, title: str) -> None:
+    """Horizontal bars of effects (points) with their 95% intervals, largest at the top."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.45 * len(names) + 1.2)), dpi=110)
+    y = np.arange(len(names))[::-1]
+    err = [[v - lo for v, lo in zip(values, los, strict=True)], [hi - v for v, hi in zip(values, his, strict=True)]]
+    colours = ["#C44E52" if not lo <= 0 <= hi else "#8C8C8C" for lo, hi in zip(los, his, strict=True)]
+    ax.barh(y, values, xerr=err, capsize=4, color=colours, alpha=0.85)
+    ax.set_yticks(y, names, fontsize=8)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("effect on val top-1 error (points), low → high")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def interaction(means: dict[str, dict[str, float]], a: str, b: str, path: Path, title: str) -> None:
+    """The mean response at each level of factor a, one line per level of factor b."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for b_level, by_a in means.items():
+        ax.plot(list(by_a), list(by_a.values()), "o-", lw=2, label=f"{b} = {b_level}")
+    ax.set_xlabel(a)
+    ax.set_ylabel("val top-1 error (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

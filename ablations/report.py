@@ -18,46 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ablations import plots, tracking
-from ablations.spec import load_ablation
-from ablations.stats import Comparison, Stat, describe, paired, ratio, time_to
+from ablations import factorial, plots, tracking, tuning
+from ablations.overview import write_summary
+from ablations.runs import TARGET_TRAIN_ERR, RunResult, read_run
+from ablations.spec import Tune, load_ablation
+from ablations.stats import Comparison, Stat, describe, paired, ratio
 from core import paths
 from core.errors import ConfigError, run_command
-
-TARGET_TRAIN_ERR = 0.25  # the paper's Figure 1 measure
-EPOCH_KEYS = ("train_loss", "train_err1", "val_loss", "val_err1", "val_err5", "epoch_time_s", "train_img_per_s", "lr")
-
-
-@dataclass
-class RunResult:
-    variant: str
-    seed: int
-    run_id: str
-    curves: dict[str, list[float]]  # metric -> value per epoch
-    step_err: list[tuple[float, float]] = field(default_factory=list)  # (epochs done, running training error)
-    clean_train_err1: float = math.nan  # final weights, eval mode, no augmentation
-
-    def final(self, key: str) -> float:
-        return self.curves[key][-1] if self.curves.get(key) else math.nan
-
-    def best(self, key: str) -> float:
-        return min(self.curves[key]) if self.curves.get(key) else math.nan
-
-    def epochs_to(self, target: float = TARGET_TRAIN_ERR) -> float:
-        """Epochs of training until the training error first reaches `target`: from the
-        running error logged every few steps when the run has it, else per epoch."""
-        if self.step_err:
-            return time_to(self.step_err, target)
-        return time_to(list(enumerate(self.curves.get("train_err1", []), start=1)), target)
-
-
-def read_run(run) -> RunResult:
-    tags, run_id = run.data.tags, run.info.run_id
-    curves = {key: [v for _, v in tracking.history(run_id, key)] for key in EPOCH_KEYS}
-    per_epoch = float(run.data.params.get("steps_per_epoch", "0") or 0)
-    step_err = [(step / per_epoch, v) for step, v in tracking.history(run_id, "train_err1_step")] if per_epoch else []
-    clean = run.data.metrics.get(tracking.CLEAN_TRAIN_ERR, math.nan)
-    return RunResult(tags.get(tracking.VARIANT, "?"), int(tags.get(tracking.SEED, 0)), run_id, curves, step_err, clean)
 
 
 def collect(name: str, parent_id: str | None = None) -> tuple[list[RunResult], dict]:
@@ -66,6 +33,7 @@ def collect(name: str, parent_id: str | None = None) -> tuple[list[RunResult], d
     if parent is None:
         raise ConfigError(f"no '{name}' study in {tracking.tracking_uri()}: run `make ablate-{name}` first")
     runs = [r for r in tracking.study_children(parent) if r.info.status == "FINISHED" and r.data.tags.get("aggregate") != "true"]
+    runs = [r for r in runs if r.data.tags.get(tracking.TUNING) != "true"]
     params = parent.data.params
     meta = {
         "parent_id": parent.info.run_id,
@@ -74,6 +42,7 @@ def collect(name: str, parent_id: str | None = None) -> tuple[list[RunResult], d
         "variants": params.get("variants", "").split(","),
         "overrides": params.get("overrides", ""),
         "seeds": params.get("seeds", ""),
+        "tuned": parent.data.tags.get(tracking.TUNED) == "true",
     }
     return [read_run(r) for r in runs], meta
 
@@ -92,16 +61,19 @@ class VariantRow:
     epochs_to_25: Stat
     epoch_time: Stat
     vs_baseline: Comparison | None = None
-    ratio_epochs: Stat | None = None  # epochs to 25%, variant / baseline
+    ratio_epochs: Stat | None = None  # epochs to 25%, variant / reference
     seeds: list[int] = field(default_factory=list)
+    reference: str = ""  # the variant it is measured against: the baseline, or the file's compare
 
 
-def analyse(results: list[RunResult], order: list[str], baseline: str) -> list[VariantRow]:
+def analyse(results: list[RunResult], order: list[str], baseline: str, compare: dict[str, str] | None = None) -> list[VariantRow]:
+    """Per variant, its statistics and its paired comparison with its reference (the
+    baseline unless `compare` names another variant)."""
     by_seed = {v: {r.seed: r for r in results if r.variant == v} for v in order}
-    base = by_seed.get(baseline, {})
     rows = []
     for v in order:
         rs = list(by_seed[v].values())
+        ref = (compare or {}).get(v, baseline)
         row = VariantRow(
             variant=v,
             n=len(rs),
@@ -115,8 +87,10 @@ def analyse(results: list[RunResult], order: list[str], baseline: str) -> list[V
             epochs_to_25=describe([r.epochs_to() for r in rs]),
             epoch_time=describe([float(np.median(r.curves["epoch_time_s"])) if r.curves.get("epoch_time_s") else math.nan for r in rs]),
             seeds=sorted(by_seed[v]),
+            reference=ref,
         )
-        if v != baseline and base:
+        base = by_seed.get(ref, {})
+        if v != ref and base:
             row.vs_baseline = paired({s: r.final("val_err1") for s, r in by_seed[v].items()}, {s: r.final("val_err1") for s, r in base.items()})
         if base:
             row.ratio_epochs = ratio({s: r.epochs_to() for s, r in by_seed[v].items()}, {s: r.epochs_to() for s, r in base.items()})
@@ -128,6 +102,7 @@ def verdict(row: VariantRow, baseline: str) -> str:
     c = row.vs_baseline
     if row.variant == baseline:
         return "baseline"
+    baseline = row.reference or baseline
     if c is None:
         return "needs ≥ 2 paired seeds for a test"
     if c.within_noise:
@@ -146,20 +121,25 @@ def _row(cells: list) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def render(name: str, description: str, baseline: str, rows: list[VariantRow], meta: dict, plot_files: list[str], epochs: int) -> str:
+def render(
+    name: str, description: str, baseline: str, rows: list[VariantRow], meta: dict, plot_files: list[str], epochs: int, compare: dict[str, str] | None = None
+) -> str:
+    against = "baseline" if not compare else "reference"
     lines = [f"# Ablation: {name}", ""]
     if description:
         lines += [description, ""]
     lines += [
         f"Study run `{meta['parent_name']}` ({meta['parent_id']}), profile `{meta['profile'] or 'none'}`, "
         f"store `{tracking.tracking_uri()}`. Errors in %, as mean ± standard deviation over seeds "
-        f"[95% confidence interval of the mean]; differences are paired by seed (variant − {baseline}) with a paired t-test.",
+        f"[95% confidence interval of the mean]; differences are paired by seed (variant − {baseline}) with a paired t-test"
+        + (f"; compared with another variant than {baseline}: " + ", ".join(f"{v} with {r}" for v, r in compare.items()) if compare else "")
+        + ".",
         "",
-        "| variant | seeds | final val top-1 err | Δ vs baseline [95% CI] | best val top-1 err | final val top-5 err | best val top-5 err | verdict |",
+        f"| variant | seeds | final val top-1 err | Δ vs {against} [95% CI] | best val top-1 err | final val top-5 err | best val top-5 err | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        delta = "—" if r.variant == baseline else (r.vs_baseline.diff.fmt() if r.vs_baseline else "n/a")
+        delta = "—" if r.variant == r.reference else (r.vs_baseline.diff.fmt() if r.vs_baseline else "n/a")
         cells = [r.variant, r.n, r.final_err1.fmt(), delta, r.best_err1.fmt(), r.final_err5.fmt(), r.best_err5.fmt(), verdict(r, baseline)]
         lines.append(_row(cells))
     lines += [
@@ -168,7 +148,7 @@ def render(name: str, description: str, baseline: str, rows: list[VariantRow], m
         "",
         f"Epochs of training until the training error first reaches {TARGET_TRAIN_ERR:.0%} (the paper's Figure 1 measure), "
         "read off the running training error logged every few steps and interpolated between readings "
-        f"(n/a: not reached in {epochs} epochs), and its ratio to {baseline}'s (geometric mean over paired seeds, 95% interval); "
+        f"(n/a: not reached in {epochs} epochs), and its ratio to the {against}'s (geometric mean over paired seeds, 95% interval); "
         "the training error of the last epoch as logged during training (augmented batches, dropout on); "
         "the final weights' training error in eval mode without augmentation (a fixed subset of up to 10,000 training images); "
         "the overfitting gap (final validation error minus the latter); the median time per epoch.",
@@ -177,7 +157,7 @@ def render(name: str, description: str, baseline: str, rows: list[VariantRow], m
             [
                 "variant",
                 "epochs to 25% train err",
-                "ratio to baseline",
+                f"ratio to {against}",
                 "train top-1 err, last epoch",
                 "train top-1 err, eval mode",
                 "val − train gap",
@@ -191,11 +171,7 @@ def render(name: str, description: str, baseline: str, rows: list[VariantRow], m
         cells = [r.variant, reached, _fmt_ratio(r.ratio_epochs), r.train_err1.fmt(), r.clean_train_err1.fmt(), r.gap.fmt(), r.epoch_time.fmt(pct=False)]
         lines.append(_row(cells))
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plot_files]
-    command = f"make ablate-{name}"
-    command += f" PROFILE={meta['profile']}" if meta["profile"] else ""
-    command += f" SEEDS={meta['seeds']}" if meta.get("seeds") else ""
-    command += f' ARGS="{meta["overrides"]}"' if meta.get("overrides") else ""
-    lines += ["", f"Reproduce: `{command}` (add PARALLEL=k to run k at a time); regenerate: `make report-{name}`.", ""]
+    lines += ["", _reproduce(name, meta), ""]
     return "\n".join(lines)
 
 
@@ -213,7 +189,14 @@ def _plots(results: list[RunResult], rows: list[VariantRow], order: list[str], f
     return files
 
 
-def _summary_entry(name: str, baseline: str, meta: dict, rows: list[VariantRow]) -> dict:
+def _changes(results: list[RunResult], variant: str, reference: str) -> dict[str, list[str]]:
+    """The config keys in which the variant's runs differ from its reference's: key -> [reference's, variant's]."""
+    mine = next((r.params for r in results if r.variant == variant), {})
+    ref = next((r.params for r in results if r.variant == reference), {})
+    return {k: [ref[k], v] for k, v in mine.items() if k in ref and ref[k] != v and k != "seed"}
+
+
+def _summary_entry(name: str, baseline: str, meta: dict, rows: list[VariantRow], results: list[RunResult]) -> dict:
     def delta(r: VariantRow):
         c = r.vs_baseline
         return None if c is None else c.diff.__dict__ | {"p": c.p_value, "within_noise": c.within_noise}
@@ -229,10 +212,59 @@ def _summary_entry(name: str, baseline: str, meta: dict, rows: list[VariantRow])
             "train_err1": r.train_err1.__dict__,
             "clean_train_err1": r.clean_train_err1.__dict__,
             "gap": r.gap.__dict__,
+            "changes": _changes(results, r.variant, r.reference),
         }
         for r in rows
     ]
     return {"ablation": name, "baseline": baseline, "profile": meta["profile"], "parent_id": meta["parent_id"], "variants": variants}
+
+
+def _value(x) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def tuning_section(
+    name: str, tune: Tune, meta: dict, order: list[str], baseline: str, rows: list[VariantRow], folder: Path, compare: dict[str, str]
+) -> tuple[list[str], list[str]]:
+    """The tuned values, the sensitivity plot, edge warnings and, when the ablation also
+    has a study at one shared value, both comparisons side by side. (Markdown lines, plot files.)"""
+    parent = tracking.get_run(meta["parent_id"])
+    found = tuning.candidates(tracking.tuning_runs(parent), tune)
+    chosen = tuning.choose(found, tune, order)
+    key = next(iter(tune.space))
+    what = "final val top-1 error" if tune.objective == "val_err1" else f"epochs to {tune.target:.0%} train err"
+    scale = 100 if tune.objective == "val_err1" else 1  # errors drawn in %
+    series = {v: [(c.values[key], c.score[0] * scale) for c in found if c.variant == v] for v in order}
+    plots.sensitivity(series, {v: values[key] for v, values in chosen.items()}, folder / "sensitivity.png", key, what + (" (%)" if scale == 100 else ""),
+                      f"{name}: tuning ({tune.search}, {len(tune.seeds)} seed(s) per candidate)")  # fmt: skip
+    lines = ["", "## Tuning", "", f"Each variant trained at its own best {', '.join(tune.space)}, chosen by {what} (lower is better) over "
+             f"{tune.search} candidates {', '.join(_value(x) for x in tune.space[key]) if tune.search == 'grid' else 'from Optuna'}, "
+             f"under the tuning budget {tune.budget or '(none)'}; a failed run or a target never reached loses.", "",
+             _row(["variant", "tuned", f"{what} at it", "candidates tried"]), "|---|---|---|---|"]  # fmt: skip
+    for v in order:
+        best = next((c for c in found if c.variant == v and c.values == chosen.get(v)), None)
+        score = (
+            "n/a"
+            if best is None or not math.isfinite(best.score[0])
+            else (f"{best.score[0] * 100:.2f}" if tune.objective == "val_err1" else f"{best.score[0]:.2f}")
+        )
+        lines.append(_row([v, ", ".join(f"{k}={_value(x)}" for k, x in chosen.get(v, {}).items()), score, sum(c.variant == v for c in found)]))
+    lines += ["", *(f"- **Warning:** {w}." for w in tuning.at_edge(tune, chosen)), "", "![sensitivity.png](sensitivity.png)"]
+    shared = tracking.newest_study(name, tuned=False, finished=True)
+    if shared is not None:
+        results, _ = collect(name, shared.info.run_id)
+        shared_rows = {r.variant: r for r in analyse(results, order, baseline, compare)} if results else {}
+        shared_value = tracking.get_run(results[0].run_id).data.params.get(key, "?") if results else "?"
+        lines += ["", f"### At one shared {key} and each at its best", "",
+                  f"The newest study of this ablation at the shared {key} ({shared_value}), `{shared.info.run_name}`, beside this one.", "",
+                  _row(["variant", "shared: val top-1 err", "shared: epochs to 25%", "shared: ratio", f"tuned: {key}", "tuned: val top-1 err",
+                        "tuned: epochs to 25%", "tuned: ratio"]), "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in rows:
+            s = shared_rows.get(r.variant)
+            cells = [s.final_err1.fmt(), s.epochs_to_25.fmt(pct=False), _fmt_ratio(s.ratio_epochs)] if s else ["n/a"] * 3
+            tuned_value = _value(chosen.get(r.variant, {}).get(key, "?"))
+            lines.append(_row([r.variant, *cells, tuned_value, r.final_err1.fmt(), r.epochs_to_25.fmt(pct=False), _fmt_ratio(r.ratio_epochs)]))
+    return lines, ["sensitivity.png"]
 
 
 def write_report(name: str, parent_id: str | None = None, config_dir: Path | None = None, out_dir: Path | None = None) -> Path:
@@ -240,58 +272,63 @@ def write_report(name: str, parent_id: str | None = None, config_dir: Path | Non
     try:
         ablation = load_ablation(name, config_dir)
         description, baseline, declared = ablation.description, ablation.baseline, list(ablation.variants)
+        tune, compare, design = ablation.tune, ablation.compare, ablation.design
     except ConfigError:  # the file is gone; report what MLflow holds
-        description, baseline, declared = "", None, []
+        description, baseline, declared, tune, compare, design = "", None, [], None, {}, None
     results, meta = collect(name, parent_id)
     if not results:
         raise ConfigError(f"the newest '{name}' study has no finished runs to report")
+    folder = out_dir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    if design is not None:
+        text, files, entry = _factorial_report(name, description, design, results, meta, folder)
+        return _finish(name, folder, text, files, entry, meta, out_dir)
     order = [v for v in (meta["variants"] or declared) if v] or sorted({r.variant for r in results})
     order += sorted({r.variant for r in results} - set(order))
     baseline = baseline if baseline in order else order[0]
     order = [baseline] + [v for v in order if v != baseline]
-    rows = analyse(results, order, baseline)
-    folder = out_dir / name
-    folder.mkdir(parents=True, exist_ok=True)
+    rows = analyse(results, order, baseline, compare)
     files = _plots(results, rows, order, folder, name)
     epochs = max((len(r.curves.get("train_err1", [])) for r in results), default=0)
-    (folder / "report.md").write_text(render(name, description, baseline, rows, meta, files, epochs))
-    (folder / "summary.json").write_text(json.dumps(_summary_entry(name, baseline, meta, rows), indent=1, default=float))
+    text = render(name, description, baseline, rows, meta, files, epochs, compare)
+    if meta["tuned"] and tune is not None:
+        lines, more = tuning_section(name, tune, meta, order, baseline, rows, folder, compare)
+        head, _, tail = text.partition("\n## Training speed and overfitting")
+        text = head + "\n".join(lines) + "\n\n## Training speed and overfitting" + tail
+        files += more
+    return _finish(name, folder, text, files, _summary_entry(name, baseline, meta, rows, results), meta, out_dir)
+
+
+def _reproduce(name: str, meta: dict) -> str:
+    command = f"make ablate-{name}"
+    command += f" PROFILE={meta['profile']}" if meta["profile"] else ""
+    command += f" SEEDS={meta['seeds']}" if meta.get("seeds") else ""
+    command += f' ARGS="{meta["overrides"]}"' if meta.get("overrides") else ""
+    command += " TUNE=1" if meta.get("tuned") else ""
+    return f"Reproduce: `{command}` (add PARALLEL=k to run k at a time); regenerate: `make report-{name}`."
+
+
+def _factorial_report(name: str, description: str, design, results: list[RunResult], meta: dict, folder: Path) -> tuple[str, list[str], dict]:
+    lines = [f"# Ablation: {name} (factorial)", ""] + ([description, ""] if description else [])
+    lines += [f"Study run `{meta['parent_name']}` ({meta['parent_id']}), profile `{meta['profile'] or 'none'}`, store `{tracking.tracking_uri()}`.", ""]
+    body, files, analysis = factorial.section(results, design, folder, name)
+    lines += body + ["", _reproduce(name, meta), ""]
+    effects = [] if analysis is None else [
+        {"term": list(e.term), "levels": [list(map(str, design.factors[k])) for k in e.term], "name": e.name, "effect": e.effect,
+         "lo": e.lo, "hi": e.hi, "p": e.p, "real": e.real}
+        for e in analysis.effects
+    ]  # fmt: skip
+    entry = {"ablation": name, "factorial": True, "profile": meta["profile"], "parent_id": meta["parent_id"], "design": design.describe(), "effects": effects}
+    return "\n".join(lines), files, entry
+
+
+def _finish(name: str, folder: Path, text: str, files: list[str], entry: dict, meta: dict, out_dir: Path) -> Path:
+    (folder / "report.md").write_text(text)
+    (folder / "summary.json").write_text(json.dumps(entry, indent=1, default=float))
     for f in ["report.md", "summary.json", *files]:
         tracking.log_artifact(meta["parent_id"], str(folder / f), "report")
     write_summary(out_dir)
     return folder / "report.md"
-
-
-def write_summary(out_dir: Path | None = None) -> Path | None:
-    """reports/summary.md: every ablation's variants against its baseline in one table."""
-    out_dir = out_dir or paths.reports_dir()
-    entries = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*/summary.json"))]
-    if not entries:
-        return None
-    lines = [
-        "# Summary across ablations",
-        "",
-        "Final validation top-1 error (%), mean ± std over seeds; Δ is the paired difference from each ablation's baseline "
-        "with its 95% confidence interval. Regenerated after every study.",
-        "",
-        "| ablation | variant | seeds | val top-1 err | Δ vs baseline | verdict |",
-        "|---|---|---|---|---|---|",
-    ]
-    for e in entries:
-        for v in e["variants"]:
-            s = Stat(**v["final_val_err1"])
-            if v["variant"] == e["baseline"]:
-                delta, word = "—", "baseline"
-            elif v["delta"] is None:
-                delta, word = "n/a", "needs ≥ 2 seeds"
-            else:
-                d = Stat(**{k: v["delta"][k] for k in ("n", "mean", "std", "lo", "hi")})
-                delta = d.fmt()
-                word = "within noise" if v["delta"]["within_noise"] else ("worse" if d.mean > 0 else "better")
-            lines.append(f"| [{e['ablation']}]({e['ablation']}/report.md) | {v['variant']} | {v['seeds']} | {s.fmt()} | {delta} | {word} |")
-    path = out_dir / "summary.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:

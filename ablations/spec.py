@@ -1,12 +1,26 @@
 """Ablation files (configs/ablations/<name>.yaml): what a study compares.
 
     description: ReLU vs tanh (Figure 1)
+    profile: cifar            # optional: the profile it is meant for (PROFILE=... overrides)
     baseline: relu            # the variant the others are compared with
     seeds: 3                  # default number of seeds (SEEDS=... overrides)
     overrides: {}             # optional: applied to every variant
+    compare: {}               # optional: variant -> the variant it is measured against (default: baseline)
     variants:
       relu: {model.activation: relu}
       tanh: {model.activation: tanh}
+    tune:                     # optional: tune a nuisance setting per variant first (TUNE=1)
+      space: {optim.lr: {min: 0.001, max: 0.3, points: 6}}   # or a list of values
+      budget: {trainer.max_epochs: 4}   # overrides for the tuning runs only
+      seeds: 1                # tuning seeds, apart from the study's: 1 means seed 1000
+      objective: val_err1     # final validation error, or epochs_to_train_err (to `target`)
+      target: 0.25
+      per_variant: true       # false: every variant trains at the one best value
+      search: grid            # or optuna (its TPE sampler, `trials` per variant, over min..max)
+      trials: 8
+
+A factorial study declares `factors:` (and `design:`) instead of `variants:`; its
+variants are the design's cells (ablations.design).
 
 Reading a file needs neither torch nor MLflow (reports read it too); turning it
 into runs is `ablations.plan`.
@@ -14,15 +28,95 @@ into runs is `ablations.plan`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ablations.design import Design, parse_design
 from core import paths
 from core.config import flatten, read_yaml
 from core.errors import ConfigError
 
-KEYS = {"description", "baseline", "seeds", "overrides", "variants"}
+KEYS = {"description", "profile", "baseline", "seeds", "overrides", "compare", "variants", "tune", "factors", "design"}
+TUNE_KEYS = {"space", "budget", "seeds", "objective", "target", "per_variant", "search", "trials"}
+OBJECTIVES = ("val_err1", "epochs_to_train_err")
+TUNING_SEED_OFFSET = 1000  # tuning seed k is seed 1000 + k
+
+
+@dataclass
+class Tune:
+    """How to tune: candidate values per key, the tuning runs' budget and seeds, and what to minimise."""
+
+    space: dict[str, list]  # key -> the grid's values; with search=optuna, [min, max], searched on a log scale
+    budget: dict[str, Any]
+    seeds: list[int]
+    objective: str = "val_err1"
+    target: float = 0.25  # for epochs_to_train_err
+    per_variant: bool = True
+    search: str = "grid"
+    trials: int = 8  # with search=optuna, per variant (or in all, with per_variant: false)
+
+
+def _grid(key: str, spec: Any, where: str, search: str) -> list:
+    """A tune.space entry: a list of values, or {min, max, points}: `points` values evenly
+    spaced on a log scale (3 significant digits). With search=optuna: [min, max]."""
+
+    if isinstance(spec, list) and spec and search == "grid":
+        return list(spec)
+    if isinstance(spec, dict) and set(spec) <= {"min", "max", "points"} and {"min", "max"} <= set(spec):
+        lo, hi = float(spec["min"]), float(spec["max"])
+        if not 0 < lo < hi:
+            raise ConfigError(f"{where}: tune.space.{key} needs 0 < min < max, not {lo}, {hi}")
+        if search == "optuna":
+            return [lo, hi]
+        n = int(spec.get("points", 5))
+        if n < 2:
+            raise ConfigError(f"{where}: tune.space.{key}.points must be >= 2")
+        return [float(f"{lo * (hi / lo) ** (i / (n - 1)):.3g}") for i in range(n)]
+    want = "{min, max}" if search == "optuna" else "a list of values or {min, max, points}"
+    raise ConfigError(f"{where}: tune.space.{key} must be {want}, not {spec!r}")
+
+
+def parse_tune(raw: Any, where: str) -> Tune | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: 'tune' must be a mapping with {', '.join(sorted(TUNE_KEYS))}")
+    unknown = sorted(set(raw) - TUNE_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key 'tune.{unknown[0]}'; a tune block has {', '.join(sorted(TUNE_KEYS))}")
+    search = raw.get("search", "grid")
+    if search not in ("grid", "optuna"):
+        raise ConfigError(f"{where}: tune.search must be grid or optuna, not {search!r}")
+    space = raw.get("space")
+    if not isinstance(space, dict) or not space:
+        raise ConfigError(f"{where}: tune.space must map config keys to candidates, e.g. space: {{optim.lr: [0.003, 0.01, 0.03]}}")
+    objective = raw.get("objective", "val_err1")
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"{where}: tune.objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
+    budget = raw.get("budget") or {}
+    if not isinstance(budget, dict):
+        raise ConfigError(f"{where}: tune.budget must be a mapping of config keys (overrides for the tuning runs)")
+    trials = raw.get("trials", 8)
+    if not isinstance(trials, int) or trials < 1:
+        raise ConfigError(f"{where}: tune.trials must be a positive integer, not {trials!r}")
+    target = raw.get("target", 0.25)
+    if not isinstance(target, (int, float)) or not 0 < target < 1:
+        raise ConfigError(f"{where}: tune.target must be an error rate in (0, 1), not {target!r}")
+    return Tune(
+        space={str(k): _grid(str(k), v, where, search) for k, v in space.items()},  # dotted keys: the values are mappings
+        budget=flatten(budget),
+        # apart from the study's seeds, so that no run both picks a value and measures it
+        seeds=[TUNING_SEED_OFFSET + s for s in parse_seeds(raw.get("seeds", 1), f"{where}: tune.seeds")],
+        objective=objective,
+        target=float(target),
+        per_variant=bool(raw.get("per_variant", True)),
+        search=search,
+        trials=trials,
+    )
+
+
+DEFAULT_PROFILE = "demo"  # for an ablation file that names none
 
 
 @dataclass
@@ -33,6 +127,14 @@ class Ablation:
     seeds: list[int]
     overrides: dict[str, Any]
     variants: dict[str, dict[str, Any]]
+    profile: str = DEFAULT_PROFILE
+    tune: Tune | None = None
+    compare: dict[str, str] = field(default_factory=dict)  # variant -> its reference; the others: the baseline
+    design: Design | None = None  # a factorial study: its variants are the design's cells
+
+    def reference(self, variant: str) -> str:
+        return self.compare.get(variant, self.baseline)
+
     path: Path | None = None
 
 
@@ -67,6 +169,13 @@ def load_ablation(name: str, config_dir: Path | None = None) -> Ablation:
     unknown = sorted(set(raw) - KEYS)
     if unknown:
         raise ConfigError(f"{path}: unknown key '{unknown[0]}'; an ablation file has {', '.join(sorted(KEYS))}")
+    design = None
+    if "factors" in raw or "design" in raw:
+        if "variants" in raw or "baseline" in raw or "compare" in raw:
+            raise ConfigError(f"{path}: a factorial study has factors: (and design:), not variants:, baseline: or compare:; its cells are the variants")
+        design = parse_design(raw.get("factors"), raw.get("design"), str(path))
+        raw = raw | {"variants": design.cells()}
+        raw["baseline"] = next(iter(raw["variants"]))
     variants = raw.get("variants")
     if not isinstance(variants, dict) or not variants:
         raise ConfigError(f"{path}: 'variants' must map each variant name to its overrides, e.g. variants: {{relu: {{model.activation: relu}}}}")
@@ -76,6 +185,13 @@ def load_ablation(name: str, config_dir: Path | None = None) -> Ablation:
     for vname, ov in variants.items():
         if ov is not None and not isinstance(ov, dict):
             raise ConfigError(f"{path}: variant '{vname}' must be a mapping of config keys (or empty for the baseline as is)")
+    profile = raw.get("profile", DEFAULT_PROFILE)
+    if not isinstance(profile, str) or not (ablation_dir(config_dir).parent / "profiles" / f"{profile}.yaml").is_file():
+        raise ConfigError(f"{path}: 'profile' must name a file in configs/profiles/, not {profile!r}")
+    compare = raw.get("compare") or {}
+    bad = [f"{k}: {v}" for k, v in compare.items() if k not in variants or v not in variants or k == v] if isinstance(compare, dict) else [repr(compare)]
+    if bad:
+        raise ConfigError(f"{path}: 'compare' must map a variant to another variant it is measured against; not {', '.join(bad)}")
     overrides = raw.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise ConfigError(f"{path}: 'overrides' must be a mapping of config keys")
@@ -86,5 +202,9 @@ def load_ablation(name: str, config_dir: Path | None = None) -> Ablation:
         seeds=parse_seeds(raw.get("seeds", 3), str(path)),
         overrides=flatten(overrides),
         variants={str(k): flatten(v or {}) for k, v in variants.items()},
+        profile=profile,
+        tune=parse_tune(raw.get("tune"), str(path)),
+        compare={str(k): str(v) for k, v in compare.items()},
+        design=design,
         path=path,
     )

@@ -22,13 +22,14 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from ablations import assemble, tracking
+from ablations import assemble, tracking, tuning
 from ablations.launch import Ended, LocalLauncher, alive, reason
-from ablations.plan import RunSpec, decide, expand, run_tags
+from ablations.plan import RunSpec, decide, expand, expand_tuning, run_tags
 from ablations.spec import load_ablation, parse_seeds
-from core.errors import EXIT_FAILED, EXIT_INTERRUPTED, run_command
+from core.errors import EXIT_FAILED, EXIT_INTERRUPTED, ConfigError, run_command
 
 _print_lock = threading.Lock()
+_DONE = ("FINISHED", "SKIPPED", "REUSED", "FAILED")  # outcomes whose run has a result (a loss, for FAILED)
 
 
 def say(line: str) -> None:
@@ -47,15 +48,23 @@ class Outcome:
 
 class Study:
     def __init__(self, name: str, profile: str | None = None, args: list[str] | None = None, seeds: list[int] | None = None,
-                 gpus: int = 0, parallel: int = 1, force: bool = False, config_dir: Path | None = None, launcher=None):  # fmt: skip
+                 gpus: int = 0, parallel: int = 1, force: bool = False, config_dir: Path | None = None, launcher=None,
+                 tune: bool = False):  # fmt: skip
         self.ablation = load_ablation(name, config_dir)
-        self.profile, self.gpus, self.force, self.config_dir = profile, gpus, force, config_dir
+        self.profile = profile or self.ablation.profile  # the file's own, unless PROFILE says otherwise
+        self.gpus, self.force, self.config_dir = gpus, force, config_dir
         self.args = list(args or [])
         self.launcher = launcher or LocalLauncher(parallel, gpus, config_dir, say)
         run_args = list(self.args)
         if self.launcher.name == "local" and self.launcher.slots > 1 and not gpus and not any(a.startswith("trainer.threads=") for a in run_args):
             run_args.append(f"trainer.threads={max(1, (os.cpu_count() or 1) // self.launcher.slots)}")  # share the cores
-        self.runs = expand(self.ablation, profile, run_args, seeds, gpus, config_dir)
+        if tune and self.ablation.tune is None:
+            raise ConfigError(f"ablation '{name}' has no tune: block to tune with; add one to {self.ablation.path} (README: Tuning) or leave TUNE unset")
+        self.tune = self.ablation.tune if tune else None
+        self.run_args, self.seeds = run_args, seeds
+        self.runs = expand(self.ablation, self.profile, run_args, seeds, gpus, config_dir)
+        if self.tune:  # every candidate's config is checked before anything runs
+            self.tuning_runs = expand_tuning(self.ablation, self._grid_or_bounds(), self.profile, run_args, gpus, config_dir)
         self._stopping = False
 
     def preflight(self) -> None:
@@ -115,11 +124,51 @@ class Study:
         say(f"{status.lower():6} {spec.name}: {why.splitlines()[-1] if why else ''}")
         return Outcome(spec, run_id, status, why, seconds)
 
-    def _run_all(self, parent_id: str, experiment_id: str) -> tuple[list[Outcome], bool]:
-        """Every planned run, `slots` at a time; on Ctrl-C the running ones are stopped."""
+    def _grid_or_bounds(self) -> dict[str, list[dict]]:
+        """Per variant, the candidates to check before anything runs: the grid, or the ends of Optuna's ranges."""
+        t = self.ablation.tune
+        values = tuning.grid(t)
+        return {v: values for v in self.ablation.variants}
+
+    def _tune(self, parent_id: str, experiment_id: str) -> tuple[dict[str, dict], bool]:
+        """Trains the tuning runs (all of the grid, or Optuna's candidates round by round)
+        and returns each variant's chosen values."""
+        t, variants = self.tune, list(self.ablation.variants)
+        say(f"tuning {', '.join(t.space)} ({t.search}, objective {t.objective}{f' to {t.target:g}' if t.objective != 'val_err1' else ''}) "
+            f"for {'each variant' if t.per_variant else 'all variants together'}")  # fmt: skip
+        outcomes: list[Outcome] = []
+        search = tuning.OptunaSearch(t, variants) if t.search == "optuna" else None
+        asked = None if search else {v: tuning.grid(t) for v in variants}
+        while True:
+            if search:
+                search.tell(tuning.candidates([tracking.get_run(o.run_id) for o in outcomes if o.status in _DONE], t))
+                asked = search.ask()
+            if not asked:
+                break
+            specs = expand_tuning(self.ablation, asked, self.profile, self.run_args, self.gpus, self.config_dir)
+            more, interrupted = self._run_all(specs, parent_id, experiment_id)
+            outcomes += more
+            if interrupted:
+                return {}, True
+            asked = None
+        runs = [tracking.get_run(o.run_id) for o in outcomes if o.run_id]
+        tracking.set_tags(parent_id, {tracking.TUNING_RUNS: ",".join(r.info.run_id for r in runs)})
+        chosen = tuning.choose(tuning.candidates(runs, t), t, variants)
+        missing = [v for v in variants if v not in chosen]
+        if missing:
+            raise RuntimeError(f"tuning found no candidate for {', '.join(missing)}: every tuning run of it is running elsewhere or failed to start")
+        tracking.log_params(parent_id, {f"tuned.{v}.{k}": value for v, values in chosen.items() for k, value in values.items()})
+        for v, values in chosen.items():
+            say(f"tuned  {v}: " + ", ".join(f"{k}={value:g}" if isinstance(value, float) else f"{k}={value}" for k, value in values.items()))
+        for warning in tuning.at_edge(t, chosen):
+            say(f"warning: {warning}")
+        return chosen, False
+
+    def _run_all(self, specs: list[RunSpec], parent_id: str, experiment_id: str) -> tuple[list[Outcome], bool]:
+        """Every run in `specs`, `slots` at a time; on Ctrl-C the running ones are stopped."""
         outcomes: list[Outcome] = []
         with ThreadPoolExecutor(max_workers=self.launcher.slots) as pool:
-            pending = {pool.submit(self._one, spec, parent_id, experiment_id) for spec in self.runs}
+            pending = {pool.submit(self._one, spec, parent_id, experiment_id) for spec in specs}
             try:
                 while pending:
                     done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -130,7 +179,7 @@ class Study:
                     f.cancel()
                 self.launcher.stop()
                 return outcomes, True
-        order = {id(spec): i for i, spec in enumerate(self.runs)}
+        order = {id(spec): i for i, spec in enumerate(specs)}
         return sorted(outcomes, key=lambda o: order[id(o.spec)]), False
 
     def run(self) -> int:
@@ -138,9 +187,19 @@ class Study:
         if self.args:  # the report's reproduce line repeats them
             params["overrides"] = " ".join(self.args)
         experiment_id, parent_id = tracking.create_study(self.ablation.name, self.ablation.description, self.profile or "", params)
+        tracking.set_tags(parent_id, {tracking.TUNED: str(bool(self.tune)).lower()})
         n, v = len(self.runs), len(self.ablation.variants)
-        say(f"study '{self.ablation.name}': {n} runs ({v} variants x {n // v} seeds), parent run {parent_id}, store {tracking.tracking_uri()}")
-        outcomes, interrupted = self._run_all(parent_id, experiment_id)
+        tuned = f", after {len(self.tuning_runs)} tuning runs" if self.tune and self.tune.search == "grid" else ", after tuning" if self.tune else ""
+        say(f"study '{self.ablation.name}': {n} runs ({v} variants x {n // v} seeds{tuned}), parent run {parent_id}, store {tracking.tracking_uri()}")
+        if self.ablation.design is not None:  # the design, and what it cannot tell apart, before anything runs
+            say(f"design: {self.ablation.design.describe()}")
+            for line in self.ablation.design.alias_lines():
+                say(f"  alias: {line}")
+        interrupted = False
+        if self.tune:
+            chosen, interrupted = self._tune(parent_id, experiment_id)
+            self.runs = expand(self.ablation, self.profile, self.run_args, self.seeds, self.gpus, self.config_dir, tuned=chosen)
+        outcomes, interrupted = ([], True) if interrupted else self._run_all(self.runs, parent_id, experiment_id)
         tracking.set_tags(parent_id, {tracking.CHILD_RUNS: ",".join(o.run_id for o in outcomes if o.run_id)})
         if interrupted:
             tracking.finish(parent_id, "KILLED")
@@ -175,15 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help="a file in configs/ablations/ without .yaml")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides for every variant")
-    parser.add_argument("--profile", default=None)
+    parser.add_argument("--profile", default=None, help="default: the ablation file's `profile`, else demo")
     parser.add_argument("--seeds", default=None, help="how many (3) or which (0,1,2)")
     parser.add_argument("--gpus", type=int, default=0, help="GPUs per run (DDP when > 1)")
     parser.add_argument("--parallel", type=int, default=1, help="runs at the same time")
     parser.add_argument("--force", action="store_true", help="train every run again, even finished ones")
+    parser.add_argument("--tune", action="store_true", help="tune first, as the file's tune: block says, then train each variant at its best value")
     parser.add_argument("--config-dir", type=Path, default=None, help="default: configs/ ($ABLATION_CONFIGS)")
     args = parser.parse_intermixed_args(argv)
     seeds = parse_seeds(args.seeds, "SEEDS") if args.seeds else None
-    study = Study(args.name, args.profile, args.overrides, seeds, args.gpus, args.parallel, args.force, args.config_dir)
+    study = Study(args.name, args.profile, args.overrides, seeds, args.gpus, args.parallel, args.force, args.config_dir, tune=args.tune)
     study.preflight()
     return study.run()
 

@@ -34,6 +34,9 @@ REUSED_FROM = "reused_from"  # a copied run: the run that trained it
 FAILURE = "failure_reason"
 DIVERGED = "diverged"
 LAUNCHER = "launcher"  # how the run's process was started, and the launcher's handle on it
+TUNING = "tuning"  # "true" on a tuning run; its candidate values are tagged tune.<key>
+TUNED = "tuned"  # on a parent: "true" when the study tuned its variants (their values: params tuned.<variant>.<key>)
+TUNING_RUNS = "tuning_runs"  # on a parent: its tuning runs' ids
 CLEAN_TRAIN_ERR = "train_clean_err1"  # metric: final weights, eval mode, no augmentation
 
 
@@ -159,9 +162,11 @@ def search(experiment_ids: Iterable[str], filter_string: str, max_results: int =
     return retry(client().search_runs, list(experiment_ids), filter_string=filter_string, max_results=max_results, order_by=order_by)
 
 
-def runs_of_config(experiment_id: str, ablation: str, variant: str, config_hash: str) -> list:
-    """The runs of this study's (variant, config), whatever their status."""
-    return search([experiment_id], f"tags.{CONFIG_HASH} = '{config_hash}' and tags.{ABLATION} = '{ablation}' and tags.{VARIANT} = '{variant}'")
+def runs_of_config(experiment_id: str, ablation: str, variant: str, config_hash: str, tuning: bool = False) -> list:
+    """The runs of this study's (variant, config), whatever their status: its tuning runs,
+    or the others."""
+    runs = search([experiment_id], f"tags.{CONFIG_HASH} = '{config_hash}' and tags.{ABLATION} = '{ablation}' and tags.{VARIANT} = '{variant}'")
+    return [r for r in runs if (r.data.tags.get(TUNING) == "true") == tuning]
 
 
 def finished_elsewhere(config_hash: str):
@@ -206,13 +211,19 @@ def create_study(ablation: str, description: str, profile: str, params: dict[str
 # ------------------------------------------------------------------ studies, as reports read them
 
 
-def newest_study(ablation: str):
-    """The newest parent run of the ablation's studies, or None."""
+def newest_study(ablation: str, tuned: bool | None = None, finished: bool = False):
+    """The newest parent run of the ablation's studies (with tuned: of those that did,
+    or did not, tune; with finished: of the FINISHED ones), or None."""
     exp = retry(client().get_experiment_by_name, ablation)
     if exp is None:
         return None
-    runs = search([exp.experiment_id], f"tags.{STUDY} = 'true'", max_results=1, order_by=["attributes.start_time DESC"])
-    return runs[0] if runs else None
+    for run in search([exp.experiment_id], f"tags.{STUDY} = 'true'", max_results=200, order_by=["attributes.start_time DESC"]):
+        if tuned is not None and (run.data.tags.get(TUNED) == "true") != tuned:
+            continue
+        if finished and run.info.status != "FINISHED":
+            continue
+        return run
+    return None
 
 
 def study_children(parent) -> list:
@@ -222,7 +233,13 @@ def study_children(parent) -> list:
     ids = [i for i in parent.data.tags.get(CHILD_RUNS, "").split(",") if i]
     if ids:
         return [get_run(i) for i in ids]
-    return search([parent.info.experiment_id], f"tags.`{PARENT}` = '{parent.info.run_id}'")
+    runs = search([parent.info.experiment_id], f"tags.`{PARENT}` = '{parent.info.run_id}'")
+    return [r for r in runs if r.data.tags.get(TUNING) != "true"]
+
+
+def tuning_runs(parent) -> list:
+    """The runs a study tuned with (its own, and those it found finished before)."""
+    return [get_run(i) for i in parent.data.tags.get(TUNING_RUNS, "").split(",") if i]
 
 
 def history(run_id: str, key: str) -> list[tuple[int, float]]:

@@ -89,12 +89,14 @@ class BatchPipeline(nn.Module):
     units). normalize="paper": the paper's only preprocessing, "subtracting the mean
     activity over the training set from each pixel": raw 0..255 values minus the
     mean image, no division, so inputs span roughly -128..128 (about 60 times the
-    standardised ones; the paper's N(0, 0.01) weights were chosen for that scale)."""
+    standardised ones; the paper's N(0, 0.01) weights were chosen for that scale).
+    normalize="unit": pixels / 255, in [0, 1], nothing subtracted (the tutorial's
+    loader, tflearn's oxflower17, scales its images so)."""
 
     def __init__(self, image_size: int, stats: dict[str, torch.Tensor], augment: TrainAugment, ten_crop: bool = False, normalize: str = "standard"):
         super().__init__()
-        if normalize not in ("standard", "paper"):
-            raise ValueError(f"normalize must be 'standard' or 'paper', not {normalize!r}")
+        if normalize not in ("standard", "paper", "unit"):
+            raise ValueError(f"normalize must be 'standard', 'paper' or 'unit', not {normalize!r}")
         self.size, self.augment, self.ten_crop, self.normalize = image_size, augment, ten_crop, normalize
         self.pad = image_size // 8  # for images stored at the input size
         for key in ("mean", "std", "eigval", "eigvec", "mean_image"):
@@ -108,6 +110,8 @@ class BatchPipeline(nn.Module):
             x = x + 255.0 * shift[:, :, None, None]
         if self.normalize == "paper":
             return x - 255.0 * self.mean_image
+        if self.normalize == "unit":
+            return x / 255.0
         return (x / 255.0 - self.mean[:, None, None]) / self.std[:, None, None]
 
     def _random_crop(self, x: torch.Tensor) -> torch.Tensor:

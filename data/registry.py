@@ -31,7 +31,7 @@ class DataConfig:
     root: str = "datasets"  # where downloads and image folders live
     image_size: int | None = None  # None: the architecture's input size
     augment: str = "paper"  # a key of augment.TRAIN_AUGMENTS
-    normalize: Literal["standard", "paper"] = "standard"  # see augment.BatchPipeline
+    normalize: Literal["standard", "paper", "unit"] = "standard"  # see augment.BatchPipeline
     ten_crop: bool = False  # the paper's 10-crop averaging at evaluation
     batch_size: int = 128  # the global batch, split across devices
     num_workers: int = 0

@@ -57,10 +57,11 @@ class AlexNetModule(L.LightningModule):
         optimizer: Callable[[nn.Module], dict[str, Any]],
         channels_last: bool = False,
         seed: int = 0,
+        stop_at_train_err: float | None = None,
     ):
         super().__init__()
         self.net, self.pipeline, self.optimizer_factory = net, pipeline, optimizer
-        self.channels_last, self.seed = channels_last, seed
+        self.channels_last, self.seed, self.stop_at_train_err = channels_last, seed, stop_at_train_err
         if channels_last:  # the kernels too, or every convolution converts them on each call
             self.net = self.net.to(memory_format=torch.channels_last)
         self.loss = nn.CrossEntropyLoss()
@@ -103,6 +104,8 @@ class AlexNetModule(L.LightningModule):
             window_loss, window_err1, _, _ = self._reduce("window")
             if self.logger is not None:
                 self.logger.log_metrics({"train_loss_step": window_loss, "train_err1_step": window_err1}, step=step)
+            if self.stop_at_train_err is not None and window_err1 <= self.stop_at_train_err:
+                self.trainer.should_stop = True  # the same on every rank: the error is reduced across them
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:

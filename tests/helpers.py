@@ -65,6 +65,37 @@ def history(store: str, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client(store).get_metric_history(run_id, key))
 
 
+def save_image(path: Path, rgb) -> Path:
+    """Writes an HWC uint8 array as an image file (format from the suffix)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def solid(colour, size: int = 8):
+    import numpy as np
+
+    return np.broadcast_to(np.asarray(colour, np.uint8), (size, size, 3)).copy()
+
+
+def flower_colour(c: int) -> tuple[int, int, int]:
+    return (c * 15, 255 - c * 15, 60)
+
+
+def make_flowers17(root: Path, size: int = 8) -> Path:
+    """Oxford 17 Flowers in the official archive's layout under root/flowers17/jpg:
+    image_0001.jpg .. image_1360.jpg, 80 per class in file order; class c is a solid
+    flower_colour(c) picture."""
+    folder = root / "flowers17" / "jpg"
+    folder.mkdir(parents=True)
+    (folder / "files.txt").write_text("\n".join(f"image_{i:04d}.jpg" for i in range(1, 1361)))
+    for i in range(1360):
+        save_image(folder / f"image_{i + 1:04d}.jpg", solid(flower_colour(i // 80), size))
+    return root
+
+
 def copy_configs(tmp_path: Path) -> Path:
     """A copy of configs/ to add ablation files to (the repository's own is never written)."""
     import shutil

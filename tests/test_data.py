@@ -19,20 +19,12 @@ from core.errors import DataError
 from data.datamodule import AblationDataModule, GlobalBatchSampler, ShardSampler
 from data.registry import DATASETS, FLOWERS17_CLASSES, ArraySplit, DataConfig, FileSplit, load_splits, materialise
 from data.shapes import CLASSES, make_shapes
-from tests.helpers import CIFAR_JPEG
+from tests.helpers import CIFAR_JPEG, make_flowers17, save_image, solid
 
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def save(path: Path, rgb: np.ndarray) -> Path:
-    """Writes an HWC uint8 array as an image file (format from the suffix)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb).save(path)
-    return path
-
-
-def solid(colour, size: int = 8) -> np.ndarray:
-    return np.broadcast_to(np.asarray(colour, np.uint8), (size, size, 3)).copy()
+save = save_image
 
 
 # ------------------------------------------------------------------ cifar10
@@ -131,21 +123,9 @@ def test_cifar10_missing_or_broken_says_how_to_get_it(tmp_path, broken):
 # ---------------------------------------------------------------- flowers17
 
 
-def flower_colour(c: int) -> tuple[int, int, int]:
-    return (c * 15, 255 - c * 15, 60)
-
-
 @pytest.fixture(scope="module")
 def flowers17_root(tmp_path_factory) -> Path:
-    """The official archive's layout: flowers17/jpg/image_0001.jpg .. image_1360.jpg,
-    80 per class in file order; class c is painted flower_colour(c)."""
-    root = tmp_path_factory.mktemp("flowers")
-    folder = root / "flowers17" / "jpg"
-    folder.mkdir(parents=True)
-    (folder / "files.txt").write_text("\n".join(f"image_{i:04d}.jpg" for i in range(1, 1361)))
-    for i in range(1360):
-        save(folder / f"image_{i + 1:04d}.jpg", solid(flower_colour(i // 80)))
-    return root
+    return make_flowers17(tmp_path_factory.mktemp("flowers"))
 
 
 def test_flowers17_fixed_split(flowers17_root):

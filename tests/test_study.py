@@ -25,9 +25,11 @@ def test_the_required_ablations_ship():
 
 @pytest.mark.parametrize("name", available())
 def test_every_ablation_validates_and_each_variant_trains_a_step(name):
-    """Each file expands to valid configs, baseline first, and every variant runs a training step."""
+    """Each file expands to valid configs under its own profile (on small synthetic data,
+    offline), baseline first, no two variants alike, and every variant runs a training step."""
     ablation = load_ablation(name)
-    runs = expand(ablation, profile="smoke", seeds=[0])
+    small = ["data.name=shapes", "data.train_size=64", "data.val_size=32", "data.batch_size=32"]
+    runs = expand(ablation, profile=ablation.profile, args=small, seeds=[0])
     assert [r.variant for r in runs][0] == ablation.baseline
     assert len({r.config.hash() for r in runs}) == len(ablation.variants), "two variants have the same config"
     for spec in runs:

@@ -1,0 +1,149 @@
+"""The analysis of a factorial study: every main effect and two-factor interaction
+the design can estimate, from all its runs at once.
+
+A linear model of the per-run response (final val_err1, in points of error) on the
+factors coded -1 (low) / +1 (high), their two-factor interactions, and the seed as
+a block, fitted by ordinary least squares (statsmodels). An effect is the change in
+the response from a factor's low level to its high level, averaged over every other
+factor: twice the coefficient. Its 95% interval comes from the model's residual
+error; "real" when it excludes zero. Aliased effects (a fractional design cannot
+tell them apart) are estimated once, under their first name, and labelled with the
+others. A Type II ANOVA table and the residual standard deviation go with them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ablations import plots
+from ablations.design import Design, term_name
+from ablations.runs import RunResult
+from ablations.stats import describe
+
+
+@dataclass
+class Effect:
+    term: tuple[str, ...]  # config keys: one (a main effect) or two (an interaction)
+    name: str  # with its aliases, in short names
+    effect: float  # points of error, high - low
+    lo: float
+    hi: float
+    p: float
+
+    @property
+    def real(self) -> bool:
+        return not self.lo <= 0 <= self.hi
+
+
+@dataclass
+class Analysis:
+    effects: list[Effect]
+    anova: list[tuple[str, float, float, float, float]]  # (source, sum of squares, df, F, p)
+    residual_sd: float
+    residual_df: int
+    n: int
+
+
+def _frame(results: list[RunResult], design: Design, response: str):
+    import pandas as pd
+
+    cells = design.cells()
+    rows = []
+    for r in results:
+        values = cells.get(r.variant)
+        if values is None or math.isnan(r.final(response)):
+            continue
+        signs = {f"x{i}": (1.0 if values[k] == design.factors[k][1] else -1.0) for i, k in enumerate(design.factors)}
+        rows.append({"y": 100 * r.final(response), "seed": r.seed, **signs})
+    return pd.DataFrame(rows)
+
+
+def analyse(results: list[RunResult], design: Design, response: str = "val_err1") -> Analysis | None:
+    """The model fit, or None when the runs leave no residual degrees of freedom."""
+    import statsmodels.formula.api as smf
+    from statsmodels.stats.anova import anova_lm
+
+    df = _frame(results, design, response)
+    var = {k: f"x{i}" for i, k in enumerate(design.factors)}
+    kept = [group for group in design.alias_groups()]
+    terms = [":".join(var[k] for k in group[0]) for group in kept]
+    block = " + C(seed)" if df["seed"].nunique() > 1 else ""
+    if len(df) <= len(terms) + 1 + (df["seed"].nunique() - 1 if block else 0):
+        return None
+    fit = smf.ols("y ~ " + " + ".join(terms) + block, data=df).fit()
+    ci = fit.conf_int(0.05)
+    effects = []
+    for group, t in zip(kept, terms, strict=True):
+        name = " = ".join(term_name(g, design.short) for g in group)
+        effects.append(Effect(group[0], name, 2 * fit.params[t], 2 * ci.loc[t, 0], 2 * ci.loc[t, 1], float(fit.pvalues[t])))
+    table = anova_lm(fit, typ=2)
+    names = {t: " = ".join(term_name(g, design.short) for g in group) for group, t in zip(kept, terms, strict=True)} | {"C(seed)": "seed (block)"}
+    anova = [(names.get(i, i), float(r["sum_sq"]), float(r["df"]), float(r.get("F", math.nan)), float(r.get("PR(>F)", math.nan))) for i, r in table.iterrows()]
+    effects.sort(key=lambda e: -abs(e.effect))
+    return Analysis(effects, anova, float(np.sqrt(fit.mse_resid)), int(fit.df_resid), len(df))
+
+
+def _cells_table(results: list[RunResult], design: Design, response: str) -> list[str]:
+    short = design.short
+    lines = ["| cell | " + " | ".join(short.values()) + " | seeds | final val top-1 err |", "|---" * (len(short) + 3) + "|"]
+    for cell, values in design.cells().items():
+        stat = describe([r.final(response) for r in results if r.variant == cell])
+        lines.append(f"| {cell} | " + " | ".join(str(v) for v in values.values()) + f" | {stat.n} | {stat.fmt()} |")
+    return lines
+
+
+def section(results: list[RunResult], design: Design, folder: Path, name: str, response: str = "val_err1") -> tuple[list[str], list[str], Analysis | None]:
+    """The factorial report's body (Markdown lines), its plots, and the analysis."""
+    levels = ", ".join(f"{design.short[k]}: {lo} → {hi}" for k, (lo, hi) in design.factors.items())
+    lines = [f"A {design.describe()} over {levels} (low → high); every cell trained with each seed.", ""]
+    if design.alias_lines():
+        lines += ["Aliases (effects this fraction cannot tell apart; each is estimated once, under the first name):", ""]
+        lines += [f"- {a}" for a in design.alias_lines()] + [""]
+    analysis = analyse(results, design, response)
+    files: list[str] = []
+    if analysis is None:
+        lines += ["Too few runs for an analysis: the model needs more runs than terms. Add seeds (SEEDS=...).", ""]
+    else:
+        lines += [
+            "## Effects",
+            "",
+            f"Effect of going from a factor's low to its high level on the final validation top-1 error, in points, averaged over "
+            f"the other factors (a linear model with seed as a block; {analysis.n} runs, residual standard deviation "
+            f"{analysis.residual_sd:.2f} points on {analysis.residual_df} degrees of freedom). Sorted by size.",
+            "",
+            "| effect | points of error [95% CI] | p | verdict |",
+            "|---|---|---|---|",
+        ]
+        for e in analysis.effects:
+            lines.append(f"| {e.name} | {e.effect:+.2f} [{e.lo:+.2f}, {e.hi:+.2f}] | {e.p:.2g} | {'real' if e.real else 'within noise'} |")
+        lines += ["", "Type II analysis of variance:", "", "| source | sum of squares | df | F | p |", "|---|---|---|---|---|"]
+        for source, ss, dof, f, p in analysis.anova:
+            f_text, p_text = ("", "") if math.isnan(f) else (f"{f:.2f}", f"{p:.2g}")
+            lines.append(f"| {source} | {ss:.2f} | {dof:g} | {f_text} | {p_text} |")
+        plots.effects([e.name for e in analysis.effects], [e.effect for e in analysis.effects], [e.lo for e in analysis.effects],
+                      [e.hi for e in analysis.effects], folder / "effects.png", f"{name}: effects on val top-1 error (95% CI)")  # fmt: skip
+        files.append("effects.png")
+        for e in [e for e in analysis.effects if len(e.term) == 2 and e.real]:
+            file = f"interaction_{design.short[e.term[0]]}_{design.short[e.term[1]]}.png"
+            plots.interaction(_interaction_means(results, design, e.term, response), design.short[e.term[0]], design.short[e.term[1]],
+                              folder / file, f"{name}: {e.name}")  # fmt: skip
+            files.append(file)
+    lines += ["", "## Cells", "", *_cells_table(results, design, response), "", "## Plots", "", *[f"![{f}]({f})" for f in files]]
+    return lines, files, analysis
+
+
+def _interaction_means(results: list[RunResult], design: Design, term: tuple[str, str], response: str) -> dict[str, dict[str, float]]:
+    """Mean response (in %) at each level of term[1] (a line) across the levels of term[0]."""
+    cells = design.cells()
+    a, b = term
+    out: dict[str, dict[str, float]] = {}
+    for b_level in design.factors[b]:
+        out[str(b_level)] = {}
+        for a_level in design.factors[a]:
+            ys = [100 * r.final(response) for r in results if r.variant in cells and cells[r.variant][a] == a_level and cells[r.variant][b] == b_level]
+            out[str(b_level)][str(a_level)] = float(np.mean(ys)) if ys else math.nan
+    return out
