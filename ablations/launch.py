@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from ablations import tracking
 from ablations.plan import RunSpec
+from core import paths
 from core.paths import ROOT
 
 HOST = socket.gethostname()
@@ -57,33 +59,45 @@ def reason(ended: Ended) -> str:
 
 class LocalLauncher:
     """Training processes on this machine, `parallel` at a time. With GPUs, each
-    slot gets its own `gpus` devices through CUDA_VISIBLE_DEVICES; on the CPU the
-    study gives each run its share of the cores (trainer.threads)."""
+    slot gets its own `gpus` devices through CUDA_VISIBLE_DEVICES (shared when there
+    are fewer than parallel x gpus); on the CPU the study gives each run its share of
+    the cores (trainer.threads)."""
 
     name = "local"
 
     def __init__(self, parallel: int = 1, gpus: int = 0, config_dir: Path | None = None, say: Callable[[str], None] = print):
         self.slots, self.gpus, self.config_dir, self.say = max(1, parallel), gpus, config_dir, say
-        self._procs: dict[int, subprocess.Popen] = {}
+        self._procs: dict[int, subprocess.Popen | _Forked] = {}
         self._free = list(range(self.slots))
         self._lock = threading.Lock()
 
     def _env(self, slot: int) -> dict[str, str]:
+        """Slot k gets GPUs k*gpus .. (k+1)*gpus - 1 of those visible; with fewer GPUs than
+        slots need, the slots share them round-robin (several small runs on one GPU)."""
         env = dict(os.environ) | {"PYTHONUNBUFFERED": "1"}
         if self.gpus and self.slots > 1:
             visible = env.get("CUDA_VISIBLE_DEVICES")
-            ids = visible.split(",") if visible else [str(i) for i in range(self.slots * self.gpus)]
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(ids[slot * self.gpus : (slot + 1) * self.gpus])
+            ids = visible.split(",") if visible else [str(i) for i in range(_gpu_count())]
+            if ids:
+                start = (slot * self.gpus) % len(ids)
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(ids[(start + i) % len(ids)] for i in range(min(self.gpus, len(ids))))
         return env
+
+    def _start(self, spec: RunSpec, run_id: str, slot: int):
+        """A process training the run: forked from a server that has torch, Lightning and
+        MLflow imported already (seconds saved per run); a multi-process (DDP) run as a
+        new `python -m ablations.train`, since Lightning starts its other ranks by
+        running the same command line again."""
+        command = train_command(spec, run_id, self.config_dir)
+        if spec.config.trainer.devices * spec.config.trainer.num_nodes == 1:
+            return _Forked(command[3:], self._env(slot), paths.checkpoint(run_id).parent / "train.log")
+        return subprocess.Popen(command, cwd=ROOT, env=self._env(slot), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
 
     def train(self, spec: RunSpec, run_id: str) -> Ended:
         with self._lock:
             slot = self._free.pop(0)
         try:
-            proc = subprocess.Popen(
-                train_command(spec, run_id, self.config_dir), cwd=ROOT, env=self._env(slot),
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-            )  # fmt: skip
+            proc = self._start(spec, run_id, slot)
             self._procs[proc.pid] = proc
             tracking.set_tags(run_id, {tracking.LAUNCHER: self.name, HOST_TAG: HOST, PID_TAG: proc.pid})
             tail: deque[str] = deque(maxlen=30)
@@ -110,6 +124,96 @@ class LocalLauncher:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+class _Forked:
+    """`python -m ablations.train ARGS` as a child of a fork server that preloaded the
+    heavy imports; Popen's interface as far as the launcher uses it. Its output goes to
+    `log` (kept beside the run's checkpoint), which `stdout` follows line by line."""
+
+    PRELOAD = ["ablations.train", "ablations.assemble", "lightning.pytorch", "mlflow", "torchvision"]
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(self.PRELOAD)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_bytes(b"")
+        self.log = log
+        self.process = ctx.Process(target=_train_in_child, args=(args, env, str(ROOT), str(log)), daemon=False)
+        self.process.start()
+        self.pid = self.process.pid
+
+    @property
+    def stdout(self):
+        """The child's output lines as they come, until it has exited and all is read."""
+        with open(self.log, encoding="utf-8", errors="replace") as f:
+            partial = ""
+            while True:
+                chunk = f.readline()
+                if chunk:
+                    partial += chunk
+                    if partial.endswith("\n"):
+                        yield partial
+                        partial = ""
+                    continue
+                if not self.process.is_alive():
+                    rest = f.read()
+                    yield from (partial + rest).splitlines(keepends=True)
+                    return
+                time.sleep(0.2)
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            raise subprocess.TimeoutExpired("ablations.train", timeout)
+        return self.process.exitcode
+
+    def send_signal(self, sig: int) -> None:
+        if self.process.is_alive():
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _train_in_child(args: list[str], env: dict[str, str], cwd: str, log: str) -> None:
+    """In the forked child: the environment, directory and output a new process would
+    have, then ablations.train's main; its exit code is the process's."""
+    import sys
+
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (the process's stdout)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    sys.argv = ["ablations.train", *args]
+    from ablations.train import main
+    from core.errors import run_command
+
+    try:
+        code = run_command(lambda: main(args))
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def _pid_alive(pid: int) -> bool:

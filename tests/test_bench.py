@@ -11,9 +11,19 @@ from tests.helpers import run_cli
 ROWS = [
     "cpu",
     "torch threads",
-    "suite (Lightning + MLflow + checkpoint)",
-    "bare PyTorch",
-    "suite / bare",
+    "suite, no augmentation",
+    "independent reference, no augmentation",
+    "suite / reference, no augmentation",
+    "suite, paper's augmentation",
+    "independent reference, paper's augmentation",
+    "suite / reference, paper's augmentation",
+    "component loop (suite's network, pipeline)",
+    "suite / component loop, no augmentation",
+    "achieved, suite / reference",
+    "measured peak (float32 2048^3 matmul)",
+    "cifar profile network, channels_last auto",
+    "the same, channels_last=false",
+    "speed-up of the default",
     "log_metrics per call",
     "share of a logged step",
     "share of training time (every 50 steps)",
@@ -41,9 +51,11 @@ def test_quick_bench_prints_the_whole_table(tmp_path):
     for label in ROWS:
         assert re.search(rf"^  {re.escape(label)}\s", table, re.M), f"row {label!r} missing from:\n{table}"
     for label in [
-        "suite (Lightning + MLflow + checkpoint)",
-        "bare PyTorch",
-        "suite / bare",
+        "suite, no augmentation",
+        "independent reference, paper's augmentation",
+        "suite / reference, no augmentation",
+        "measured peak (float32 2048^3 matmul)",
+        "speed-up of the default",
         "log_metrics per call",
         "command -> first training step, existing store",
     ]:
@@ -54,11 +66,13 @@ def test_quick_bench_prints_the_whole_table(tmp_path):
     assert "skipped" in table or "alexnet suite" in table  # the GPU case: measured or said why not
     assert "9.5 minutes wall time" in table
     goals = re.findall(r"^  (PASS|FAIL)  ", table, re.M)
-    assert len(goals) == 3, table
+    assert len(goals) == 5, table
 
     figures = json.loads(out.read_text())
     c = figures["cifar"]
-    assert c["suite_img_per_s"] > 0 and c["bare_img_per_s"] > 0 and c["ratio"] > 0
+    assert c["suite_img_per_s"] > 0 and c["bare_img_per_s"] > 0 and c["ratio"] > 0 and c["against"] == "reference"
+    assert figures["cifar_paper"]["augment"] == "paper" and figures["cifar_component"]["against"] == "component"
+    assert figures["flops"]["peak"] > 0 and figures["channels_last"]["ratio"] > 0
     assert figures["logging"]["call_ms"] > 0
     for size in ("32", "227"):
         for d in figures["data"][size].values():

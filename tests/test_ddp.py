@@ -241,3 +241,20 @@ def test_gpu_check_path_on_cpu(store):
     assert run.info.status == "FINISHED"
     p = run.data.params
     assert (p["model.arch"], p["data.image_size"], p["trainer.precision"], p["trainer.channels_last"]) == ("alexnet", "227", "bf16-mixed", "True")
+
+
+@pytest.mark.parametrize(
+    "visible, parallel, gpus, expected",
+    [
+        ("0,1,2,3,4,5,6,7", 4, 2, ["0,1", "2,3", "4,5", "6,7"]),  # each slot its own GPUs
+        ("0", 4, 1, ["0", "0", "0", "0"]),  # four small runs sharing one GPU
+        ("0,1", 4, 1, ["0", "1", "0", "1"]),  # round-robin when there are fewer GPUs than slots
+        ("3,5", 2, 1, ["3", "5"]),  # the ids CUDA_VISIBLE_DEVICES gave, not 0..n
+    ],
+)
+def test_parallel_slots_get_their_gpus(monkeypatch, visible, parallel, gpus, expected):
+    from ablations.launch import LocalLauncher
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    launcher = LocalLauncher(parallel=parallel, gpus=gpus)
+    assert [launcher._env(slot)["CUDA_VISIBLE_DEVICES"] for slot in range(parallel)] == expected

@@ -87,3 +87,20 @@ def test_summary_cli():
     result = run_cli("ablations.summary", "model.arch=alexnet", "model.groups=2", "model.num_classes=1000")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-3:] == ["Total params: 60,965,224", "Trainable params: 60,965,224", "Non-trainable params: 0"]
+
+
+def test_the_default_memory_format_changes_no_number_beyond_float_noise(store):
+    """trainer.channels_last=auto (channels-last on the CPU) against false: the same
+    per-step losses within float32 noise, with dropout and augmentation on."""
+    from tests.helpers import client, history
+
+    for cl in ("auto", "false"):
+        proc = run_cli("ablations.train", *SMOKE, "trainer.max_epochs=1", "trainer.log_every_n_steps=1", f"trainer.channels_last={cl}", "--experiment", cl)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    c = client(store)
+    runs = {cl: c.search_runs([c.get_experiment_by_name(cl).experiment_id])[0] for cl in ("auto", "false")}
+    assert runs["auto"].data.params["resolved.channels_last"] == "True" and runs["false"].data.params["resolved.channels_last"] == "False"
+    a, b = (history(store, runs[cl].info.run_id, "train_loss_step") for cl in ("auto", "false"))
+    assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 9))
+    for (_, x), (_, y) in zip(a, b):
+        assert abs(x - y) <= 1e-5 * abs(y), (x, y)
