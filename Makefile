@@ -73,7 +73,8 @@ backfill-%: install ## measure the clean training error of a study's runs that p
 demo: install ## the main job, offline: every ablation on synthetic shapes, reports, summary (about 10 min on 2 CPU cores)
 	$(PY) -m ablations.demo $(if $(SEEDS),--seeds "$(SEEDS)") --parallel $(if $(filter command line,$(origin PARALLEL)),$(PARALLEL),2) $(if $(FORCE),--force) $(ARGS)
 
-ui: install ## the MLflow UI over the studies' store on http://127.0.0.1:5000 (HOST=, PORT= to change)
+ui: install ## the MLflow UI over the studies' store on http://127.0.0.1:5000 (HOST=, PORT= to change); prints each study's link
+	@MLFLOW_UI_URL=http://$(HOST):$(PORT) $(PY) -m ablations.browse
 	$(VENV)/bin/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host $(HOST) --port $(PORT)
 
 server: install ## a shared MLflow tracking server (SQLite + local artifacts) on http://127.0.0.1:5000 (HOST=, PORT= to change)

@@ -39,6 +39,7 @@ class TrainerConfig:
     log_every_n_steps: int = 50  # also the window of the running training error (train_err1_step)
     threads: int | None = None  # CPU threads for this run; None: torch's default
     stop_at_train_err: float | None = None  # end training once the running training error reaches this
+    system_metrics_s: float | None = 10.0  # MLflow's system metrics (CPU, memory, GPU) every so many seconds; null: none
     deterministic: bool = False
 
     def validate(self) -> None:
@@ -47,6 +48,7 @@ class TrainerConfig:
         require(self.num_nodes >= 1, "trainer.num_nodes", self.num_nodes, ">= 1")
         require(self.log_every_n_steps >= 1, "trainer.log_every_n_steps", self.log_every_n_steps, ">= 1")
         require(self.threads is None or self.threads >= 1, "trainer.threads", self.threads, "null or >= 1")
+        require(self.system_metrics_s is None or self.system_metrics_s > 0, "trainer.system_metrics_s", self.system_metrics_s, "null or > 0")
         stop = self.stop_at_train_err
         require(stop is None or 0 < stop < 1, "trainer.stop_at_train_err", stop, "null or an error rate in (0, 1)")
 
@@ -55,7 +57,7 @@ class TrainerConfig:
 EXECUTION_KEYS = frozenset(
     {
         "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.threads", "trainer.log_every_n_steps",
-        "trainer.channels_last", "data.num_workers", "data.root", "data.download",
+        "trainer.channels_last", "trainer.system_metrics_s", "data.num_workers", "data.root", "data.download",
     }
 )  # fmt: skip
 

@@ -124,9 +124,18 @@ def expand_tuning(
     return runs
 
 
-def run_tags(spec: RunSpec, parent_id: str, baseline: str) -> dict[str, str]:
-    """The tags of a study's child run: where it nests, what it is, what code trained it."""
+def run_tags(spec: RunSpec, parent_id: str, ablation: Ablation) -> dict[str, str]:
+    """The tags of a study's child run: where it nests, what it is (and a description the
+    UI shows), what code trained it."""
+    baseline = ablation.baseline
+    changes = ", ".join(f"{k}={v}" for k, v in ablation.variants.get(spec.variant, {}).items()) or "the baseline as it is"
+    what = "tuning candidate" if spec.tags.get(tracking.TUNING) == "true" else "variant"
+    note = f"{what} {spec.variant} of the {spec.ablation} ablation, seed {spec.seed}: {changes}"
+    if spec.variant != ablation.reference(spec.variant):
+        note += f" (compared with {ablation.reference(spec.variant)})"
     return {
+        tracking.NOTE: note,
+        **tracking.source_tags("ablations.train"),
         tracking.PARENT: parent_id,
         tracking.ABLATION: spec.ablation,
         tracking.VARIANT: spec.variant,

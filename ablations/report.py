@@ -27,6 +27,13 @@ from core import paths
 from core.errors import ConfigError, run_command
 
 
+def _link(parent) -> str:
+    """The deep link to the study's saved view in the MLflow UI, or "" if it has none."""
+    eid, pid = parent.info.experiment_id, parent.info.run_id
+    tags = tracking.retry(tracking.client().get_experiment, eid).tags
+    return tracking.study_link(eid, pid) if tracking.VIEW + pid in tags else ""
+
+
 def collect(name: str, parent_id: str | None = None) -> tuple[list[RunResult], dict]:
     """The FINISHED runs of the ablation's newest study (or of `parent_id`), and the study's facts."""
     parent = tracking.get_run(parent_id) if parent_id else tracking.newest_study(name)
@@ -43,6 +50,7 @@ def collect(name: str, parent_id: str | None = None) -> tuple[list[RunResult], d
         "overrides": params.get("overrides", ""),
         "seeds": params.get("seeds", ""),
         "tuned": parent.data.tags.get(tracking.TUNED) == "true",
+        "link": _link(parent),
     }
     return [read_run(r) for r in runs], meta
 
@@ -135,6 +143,7 @@ def render(
         + (f"; compared with another variant than {baseline}: " + ", ".join(f"{v} with {r}" for v, r in compare.items()) if compare else "")
         + ".",
         "",
+        *_browse(meta),
         f"| variant | seeds | final val top-1 err | Δ vs {against} [95% CI] | best val top-1 err | final val top-5 err | best val top-5 err | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -299,6 +308,32 @@ def write_report(name: str, parent_id: str | None = None, config_dir: Path | Non
     return _finish(name, folder, text, files, _summary_entry(name, baseline, meta, rows, results), meta, out_dir)
 
 
+def _browse(meta: dict) -> list[str]:
+    if not meta.get("link"):
+        return []
+    return [f"Browse the study in MLflow (`make ui` first): [its runs, grouped by variant]({meta['link']}); "
+            f"[the variants' mean curves]({meta['link']}&compareRunsMode=CHART).", ""]  # fmt: skip
+
+
+def _html(markdown_text: str, folder: Path) -> str:
+    """The report as one HTML page, its plots inlined, for MLflow's artifact viewer."""
+    import base64
+    import re
+
+    import markdown
+
+    def inline(match: re.Match) -> str:
+        png = folder / match.group(2)
+        if not png.is_file():
+            return match.group(0)
+        return f"![{match.group(1)}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})"
+
+    body = markdown.markdown(re.sub(r"!\[([^\]]*)\]\(([^)]+\.png)\)", inline, markdown_text), extensions=["tables"])
+    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+    style += "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}"
+    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{body}</body></html>"
+
+
 def _reproduce(name: str, meta: dict) -> str:
     command = f"make ablate-{name}"
     command += f" PROFILE={meta['profile']}" if meta["profile"] else ""
@@ -311,6 +346,7 @@ def _reproduce(name: str, meta: dict) -> str:
 def _factorial_report(name: str, description: str, design, results: list[RunResult], meta: dict, folder: Path) -> tuple[str, list[str], dict]:
     lines = [f"# Ablation: {name} (factorial)", ""] + ([description, ""] if description else [])
     lines += [f"Study run `{meta['parent_name']}` ({meta['parent_id']}), profile `{meta['profile'] or 'none'}`, store `{tracking.tracking_uri()}`.", ""]
+    lines += _browse(meta)
     body, files, analysis = factorial.section(results, design, folder, name)
     lines += body + ["", _reproduce(name, meta), ""]
     effects = [] if analysis is None else [
@@ -324,8 +360,9 @@ def _factorial_report(name: str, description: str, design, results: list[RunResu
 
 def _finish(name: str, folder: Path, text: str, files: list[str], entry: dict, meta: dict, out_dir: Path) -> Path:
     (folder / "report.md").write_text(text)
+    (folder / "report.html").write_text(_html(text, folder))
     (folder / "summary.json").write_text(json.dumps(entry, indent=1, default=float))
-    for f in ["report.md", "summary.json", *files]:
+    for f in ["report.md", "report.html", "summary.json", *files]:
         tracking.log_artifact(meta["parent_id"], str(folder / f), "report")
     write_summary(out_dir)
     return folder / "report.md"

@@ -94,7 +94,7 @@ class Study:
             return Outcome(spec, decision.run_id, "BUSY")
         if self._stopping:
             return Outcome(spec, decision.run_id or "", "KILLED", "study interrupted")
-        tags = run_tags(spec, parent_id, self.ablation.baseline)
+        tags = run_tags(spec, parent_id, self.ablation)
         if decision.action == "reuse":
             run_id = tracking.copy_run(decision.run_id, experiment_id, spec.name, tags)
             say(f"reuse  {spec.name}: identical config finished in run {decision.run_id}")
@@ -200,7 +200,10 @@ class Study:
             chosen, interrupted = self._tune(parent_id, experiment_id)
             self.runs = expand(self.ablation, self.profile, self.run_args, self.seeds, self.gpus, self.config_dir, tuned=chosen)
         outcomes, interrupted = ([], True) if interrupted else self._run_all(self.runs, parent_id, experiment_id)
-        tracking.set_tags(parent_id, {tracking.CHILD_RUNS: ",".join(o.run_id for o in outcomes if o.run_id)})
+        counted = [o.run_id for o in outcomes if o.run_id]
+        tracking.set_tags(parent_id, {tracking.CHILD_RUNS: ",".join(counted)})
+        tracking.add_to_study(counted, parent_id)
+        view = tracking.save_study_view(experiment_id, parent_id, f"{self.ablation.name} study {parent_id[:8]}")
         if interrupted:
             tracking.finish(parent_id, "KILLED")
             say(f"study '{self.ablation.name}' interrupted; run the same command again to resume it")
@@ -215,6 +218,8 @@ class Study:
             failed.append(Outcome(self.runs[0], parent_id, "FAILED", f"report: {err}"))
         tracking.finish(parent_id, "FAILED" if failed else "FINISHED")
         _say_outcomes(self.ablation.name, outcomes, failed)
+        say(f"browse it: make ui, then open {tracking.study_link(experiment_id, view)}")
+        say(f"  (its variants' mean curves over seeds: {tracking.study_link(experiment_id, view, chart=True)})")
         return EXIT_FAILED if failed else 0
 
 

@@ -10,6 +10,7 @@ so reports stay light.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -37,6 +38,9 @@ LAUNCHER = "launcher"  # how the run's process was started, and the launcher's h
 TUNING = "tuning"  # "true" on a tuning run; its candidate values are tagged tune.<key>
 TUNED = "tuned"  # on a parent: "true" when the study tuned its variants (their values: params tuned.<variant>.<key>)
 TUNING_RUNS = "tuning_runs"  # on a parent: its tuning runs' ids
+STUDIES = "studies"  # on a run: the parent runs of the studies that count it (it may have trained for an earlier one)
+SOURCE_NAME, SOURCE_TYPE, SOURCE_COMMIT = "mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit"  # the UI's Source column
+VIEW = "mlflow.sharedViewState."  # experiment tag prefix: a saved view of the runs page, opened by ?viewStateShareKey=<key>
 CLEAN_TRAIN_ERR = "train_clean_err1"  # metric: final weights, eval mode, no augmentation
 
 
@@ -81,6 +85,11 @@ def retry(fn: Callable, *args, attempts: int = 5, **kwargs):
             if attempt == attempts - 1 or not transient:
                 raise
             time.sleep(0.5 * 2**attempt)
+
+
+def source_tags(entry_point: str) -> dict[str, str]:
+    """What MLflow's UI shows in its Source column: the entry point and the git commit."""
+    return {SOURCE_NAME: entry_point, SOURCE_TYPE: "LOCAL", SOURCE_COMMIT: git_commit().removesuffix("-dirty")}
 
 
 def git_commit() -> str:
@@ -199,13 +208,81 @@ def copy_run(source_id: str, experiment_id: str, run_name: str, tags: dict[str, 
     return run_id
 
 
+HOW_TO_READ = (
+    "Each study is a parent run (tag study=true) with one nested run per variant and seed (`<variant>-seed<k>`): "
+    "expand the parent to see them. The link each study prints (and its report gives) opens its runs grouped by "
+    "variant, with the variant, seed and error columns; in Chart view each variant is its mean over seeds with a "
+    "min-max band. The study's report, with its statistics, is an artifact of the parent run (report/report.html)."
+)
+
+
 def create_study(ablation: str, description: str, profile: str, params: dict[str, str]) -> tuple[str, str]:
-    """A study's parent run in the ablation's experiment: (experiment id, parent run id)."""
+    """A study's parent run in the ablation's experiment: (experiment id, parent run id). The
+    experiment gets the ablation's description and how to read it (the UI shows it above the runs)."""
     exp = experiment_id(ablation)
+    retry(client().set_experiment_tag, exp, NOTE, f"{description}\n\n{HOW_TO_READ}" if description else HOW_TO_READ)
     tags = {ABLATION: ablation, STUDY: "true", PROFILE: profile, GIT_COMMIT: git_commit(), NOTE: description}
+    tags |= source_tags(f"ablations.study {ablation}")
     parent = create_run(exp, f"{ablation}-{time.strftime('%Y%m%d-%H%M%S')}", tags)
     log_params(parent, params)
     return exp, parent
+
+
+def add_to_study(run_ids: Iterable[str], parent_id: str) -> None:
+    """Tags each run as counted by the study (tag studies: its parents' ids), which is what
+    the study's saved view filters on: its own children and the runs it found finished."""
+    for run_id in run_ids:
+        studies = get_run(run_id).data.tags.get(STUDIES, "")
+        if parent_id not in studies.split(","):
+            set_tags(run_id, {STUDIES: ",".join(filter(None, [studies, parent_id]))})
+
+
+def save_study_view(experiment_id: str, parent_id: str, name: str) -> str:
+    """A saved view of the experiment's runs page showing this study: its runs, grouped by
+    variant (the group's mean over seeds, and a min-max band in Chart view), with the
+    variant, seed and error columns. Returns the key that ?viewStateShareKey= opens."""
+    columns = ["tags.`variant`", "tags.`seed`", "metrics.`val_err1`", "metrics.`train_err1`", "metrics.`train_clean_err1`", "attributes.`Description`"]
+    state = {
+        "searchFilter": f"tags.{STUDIES} LIKE '%{parent_id}%'",
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": True,
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+        "datasetsFilter": [],
+        "selectedColumns": columns,
+        "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": VARIANT}]},
+        "useGroupedValuesInCharts": True,
+        "runsHiddenMode": "SHOW_ALL",
+        "hideEmptyCharts": True,
+    }
+    now = int(time.time() * 1000)
+    view = {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+    retry(client().set_experiment_tag, experiment_id, VIEW + parent_id, json.dumps(view))
+    return parent_id
+
+
+def ui_url() -> str:
+    """Where the MLflow UI is: the tracking server itself, or what `make ui` serves ($MLFLOW_UI_URL)."""
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    return os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000").rstrip("/")
+
+
+def study_link(experiment_id: str, view_key: str, chart: bool = False) -> str:
+    """The deep link that opens a study's saved view in the model-training view of the UI."""
+    return f"{ui_url()}/#/experiments/{experiment_id}/runs?viewStateShareKey={view_key}&workflowType=machine_learning" + (
+        "&compareRunsMode=CHART" if chart else ""
+    )
+
+
+def log_dataset(run_id: str, name: str, digest: str, source: str, profile: dict, context: str) -> None:
+    """The run's data as an MLflow input (the UI's Dataset column): name, a digest that changes
+    when the data does, where it came from, and its sizes."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}), profile=json.dumps(profile))
+    retry(client().log_inputs, run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
 
 
 # ------------------------------------------------------------------ studies, as reports read them

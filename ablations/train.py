@@ -115,6 +115,31 @@ def _first_step_stamp() -> list:
     return [LambdaCallback(on_train_batch_start=stamp)]
 
 
+def _log_inputs(run_id: str, dm) -> None:
+    """The run's data as MLflow dataset inputs (once: a resumed run has them)."""
+    logged = {d.dataset.name for d in tracking.get_run(run_id).inputs.dataset_inputs}
+    for split, d in dm.describe().items():
+        if d["name"] not in logged:
+            tracking.log_dataset(run_id, d["name"], d["digest"], d["source"], d["profile"], "training" if split == "train" else "validation")
+
+
+def _system_metrics(run_id: str, cfg: Config, resumed: bool):
+    """MLflow's system-metrics monitor (CPU, memory, disk, network; GPU where present) for this
+    run: Lightning's logger creates runs through the client, so MLflow's global switch does
+    not reach them. Every trainer.system_metrics_s seconds; None when off or unavailable."""
+    if not cfg.trainer.system_metrics_s:
+        return None
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=cfg.trainer.system_metrics_s, resume_logging=resumed, tracking_uri=tracking.tracking_uri())
+        monitor.start()
+        return monitor
+    except Exception as err:  # psutil missing, say; training goes on without them
+        print(f"warning: no system metrics: {type(err).__name__}: {err}", file=sys.stderr)
+        return None
+
+
 def _log_artifacts(run_id: str, cfg: Config, model, size: int) -> None:
     from lightning_modules.summary import format_table
 
@@ -164,7 +189,7 @@ def run(
     trainer.logger = logger = logger or run_logger(experiment, run_name, run_id, tags)
     last = paths.checkpoint(run_id)
     checkpoint.dirpath = os.path.realpath(last.parent)
-    launched_env = None
+    launched_env, monitor = None, None
     try:
         if rank0:
             params = cfg.flat() | {
@@ -177,9 +202,11 @@ def run(
                 logged = tracking.get_run(run_id).data.params
                 params = {k: v for k, v in params.items() if k not in logged}
             tracking.log_params(run_id, params)
-            tracking.set_tags(run_id, {tracking.CONFIG_HASH: cfg.hash()})
+            tracking.set_tags(run_id, {tracking.CONFIG_HASH: cfg.hash()} | ({} if given_run else tracking.source_tags("ablations.train")))
             if given_run:  # resumed or created by a study: training again
                 tracking.set_running(run_id)
+            _log_inputs(run_id, dm)
+            monitor = _system_metrics(run_id, cfg, resumed=given_run is not None)
         resume = str(last) if last.exists() else None
         if resume and rank0:
             print(f"resuming from {last}", flush=True)
@@ -195,6 +222,8 @@ def run(
     finally:
         if launched_env is not None:
             os.environ.pop(RUN_ID_ENV, None)
+        if monitor is not None:
+            monitor.finish()
     if rank0:
         _log_artifacts(run_id, cfg, model, size)
         tracking.finish(run_id)

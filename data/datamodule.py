@@ -11,6 +11,7 @@ its 1/N slice of each, so a run on 1 or 8 devices sees the same batches.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,6 +132,25 @@ class AblationDataModule(L.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.splits.classes)
+
+    def describe(self) -> dict[str, dict]:
+        """Per split, what an MLflow dataset input records: a name, where the data came from,
+        a digest of its content (images and labels as held; file paths, sizes and times for
+        images read from files on the fly) that changes when the data does, and its profile."""
+        c, out = self.cfg, {}
+        source = f"synthetic shapes, data.seed={c.seed}" if c.name == "shapes" else str(Path(c.root).resolve())
+        for what, split in (("train", self.splits.train), ("val", self.splits.val)):
+            digest = hashlib.sha256()
+            if isinstance(split, ArraySplit):
+                digest.update(split.images.numpy().tobytes())
+                digest.update(split.labels.numpy().tobytes())
+            else:
+                for f, label in zip(split.files, split.labels, strict=True):
+                    st = Path(f).stat()
+                    digest.update(f"{f}:{st.st_size}:{st.st_mtime_ns}:{label}".encode())
+            profile = {"images": len(split.labels), "classes": self.num_classes, "stored_side": self.side, "image_size": self.image_size}
+            out[what] = {"name": f"{c.name}-{what}", "digest": digest.hexdigest()[:16], "source": source, "profile": profile}
+        return out
 
     def batch_pipeline(self) -> BatchPipeline:
         """The on-device half of data.augment, with this data's statistics (setup first)."""
