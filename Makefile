@@ -14,12 +14,18 @@ DATA ?=
 ARGS ?=
 FORCE ?=
 TUNE ?=
+LAUNCHER ?= local
+SLURM ?=
+NO_WAIT ?=
 HOST ?= 127.0.0.1
 PORT ?= 5000
 PYTEST_ARGS ?=
+BACKEND_STORE ?= sqlite:///$(CURDIR)/mlflow-server.db
+ARTIFACTS ?= $(CURDIR)/mlartifacts
 
 ABLATIONS := $(sort $(basename $(notdir $(wildcard configs/ablations/*.yaml))))
 STUDY_FLAGS = $(if $(PROFILE),--profile $(PROFILE)) $(if $(SEEDS),--seeds "$(SEEDS)") --gpus $(GPUS) --parallel $(PARALLEL) $(if $(FORCE),--force) $(if $(TUNE),--tune) \
+	--launcher $(LAUNCHER) $(if $(SLURM),--slurm "$(SLURM)") $(if $(NO_WAIT),--no-wait) \
 	$(if $(DATA),data.name=$(DATA)) $(ARGS)
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
@@ -28,7 +34,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 help: ## list the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo
-	@echo "  variables: PROFILE=demo (smoke|demo|cifar|paper|tutorial; an ablation file may name its own)  SEEDS=3 or 0,1,2  GPUS=0  PARALLEL=1  DATA=shapes  ARGS=\"key=value ...\"  FORCE=1  TUNE=1"
+	@echo "  variables: PROFILE=demo (smoke|demo|cifar|paper|tutorial; an ablation file may name its own)  SEEDS=3 or 0,1,2  GPUS=0  PARALLEL=1  DATA=shapes  ARGS=\"key=value ...\"  FORCE=1  TUNE=1  LAUNCHER=local|slurm  SLURM=\"key=value ...\"  NO_WAIT=1"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -77,8 +83,8 @@ ui: install ## the MLflow UI over the studies' store on http://127.0.0.1:5000 (H
 	@MLFLOW_UI_URL=http://$(HOST):$(PORT) $(PY) -m ablations.browse
 	$(VENV)/bin/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host $(HOST) --port $(PORT)
 
-server: install ## a shared MLflow tracking server (SQLite + local artifacts) on http://127.0.0.1:5000 (HOST=, PORT= to change)
-	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow-server.db --artifacts-destination $(CURDIR)/mlartifacts \
+server: install ## a shared MLflow tracking server (SQLite, or BACKEND_STORE=postgresql+psycopg://...) on http://127.0.0.1:5000 (HOST=, PORT=)
+	$(VENV)/bin/mlflow server --backend-store-uri "$(BACKEND_STORE)" --artifacts-destination $(ARTIFACTS) \
 		--serve-artifacts --host $(HOST) --port $(PORT)
 
 bench: install ## throughput of the suite vs a bare PyTorch loop, logging cost, data pipeline

@@ -7,6 +7,7 @@ which config section goes where.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ablations.config import Config
@@ -101,6 +102,11 @@ def trainer(cfg: Config, logger, callbacks):
         # the module reduces its epoch metrics across ranks itself (as sums), before logging
         warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
         strategy = DDPStrategy(process_group_backend="gloo" if t.accelerator == "cpu" else None)
+    plugins = []
+    if "SLURM_JOB_ID" in os.environ:  # in a cluster job: requeueing is submitit's (ablations/slurm.py), not Lightning's
+        from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     return L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
@@ -113,6 +119,7 @@ def trainer(cfg: Config, logger, callbacks):
         log_every_n_steps=t.log_every_n_steps,
         deterministic=t.deterministic,
         sync_batchnorm=cfg.model.sync_batchnorm and world > 1,  # every BatchNorm layer there is, 2-D or 1-D
+        plugins=plugins or None,
         logger=logger,
         callbacks=callbacks,
         enable_progress_bar=sys.stderr.isatty(),

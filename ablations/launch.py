@@ -36,6 +36,7 @@ class Ended:
     code: int  # the training process's exit code; < 0: killed by that signal
     tail: str  # its last lines of output
     where: str = ""  # where its whole log is, when it is kept
+    submitted: bool = False  # handed to a cluster's queue, not waited for
 
 
 def train_command(spec: RunSpec, run_id: str, config_dir: Path | None) -> list[str]:
@@ -226,10 +227,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+CLAIM_TTL_S = 600  # a run a study created but has not started a process for yet counts as claimed this long
+
+
 def alive(run) -> bool:
-    """Whether a RUNNING run's training process still exists. A local process on
-    another host cannot be checked from here and counts as alive."""
+    """Whether a RUNNING run's local training process still exists. A run created by a
+    study that has not started its process yet is a claim, alive for CLAIM_TTL_S; a
+    process on another host cannot be checked from here and counts as alive."""
     tags = run.data.tags
+    if tracking.LAUNCHER not in tags:
+        return time.time() - run.info.start_time / 1000 < CLAIM_TTL_S
     if tags.get(HOST_TAG) != HOST:
         return tags.get(HOST_TAG) is not None
     try:

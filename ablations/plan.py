@@ -147,6 +147,21 @@ def run_tags(spec: RunSpec, parent_id: str, ablation: Ablation) -> dict[str, str
     } | spec.tags
 
 
+def claim(spec: RunSpec, experiment_id: str, run_id: str, alive: Callable[[object], bool]) -> str | None:
+    """After creating `run_id` for spec: whether another study process claimed the same
+    run first. Every live RUNNING run of this config competes; the earliest created (then
+    the smallest id) wins, so two processes that decided "new" at once agree on one
+    winner. Returns the winner's id when it is not ours (ours is then marked KILLED)."""
+    tuning = spec.tags.get(tracking.TUNING) == "true"
+    runs = tracking.runs_of_config(experiment_id, spec.ablation, spec.variant, spec.config.hash(), tuning)
+    live = [r for r in runs if r.info.status == "RUNNING" and (r.info.run_id == run_id or alive(r))]
+    winner = min(live, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id if live else run_id
+    if winner != run_id:
+        tracking.mark_ended(run_id, "KILLED", f"claimed first by run {winner} (another study process trains it)")
+        return winner
+    return None
+
+
 @dataclass
 class Decision:
     action: Literal["skip", "resume", "reuse", "new", "busy"]

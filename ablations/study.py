@@ -22,9 +22,9 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from ablations import assemble, tracking, tuning
-from ablations.launch import Ended, LocalLauncher, alive, reason
-from ablations.plan import RunSpec, decide, expand, expand_tuning, run_tags
+from ablations import assemble, launch, slurm, tracking, tuning
+from ablations.launch import Ended, LocalLauncher, reason
+from ablations.plan import RunSpec, claim, decide, expand, expand_tuning, run_tags
 from ablations.spec import load_ablation, parse_seeds
 from core.errors import EXIT_FAILED, EXIT_INTERRUPTED, ConfigError, run_command
 
@@ -37,13 +37,104 @@ def say(line: str) -> None:
         print(line, flush=True)
 
 
+def _alive(run) -> bool:
+    """Whether a RUNNING run's process (or cluster job) still exists, whichever launcher started it."""
+    if run.data.tags.get(tracking.LAUNCHER) == slurm.SlurmLauncher.name:
+        return slurm.job_alive(run.data.tags)
+    return launch.alive(run)
+
+
 @dataclass
 class Outcome:
     spec: RunSpec
     run_id: str
-    status: str  # FINISHED, SKIPPED, REUSED, BUSY, FAILED, KILLED
+    status: str  # FINISHED, SKIPPED, REUSED, BUSY, SUBMITTED, FAILED, KILLED
     reason: str = ""
     seconds: float = 0.0
+
+
+class Executor:
+    """Trains planned runs into a study: for each, what the tracking store says to do (skip,
+    resume, reuse, train anew, wait for another process), the launcher, and the outcome."""
+
+    def __init__(self, ablation, launcher, force: bool):
+        self.ablation, self.launcher, self.force = ablation, launcher, force
+        self.stopping = False
+
+    def one(self, spec: RunSpec, parent_id: str, experiment_id: str) -> Outcome:
+        decision = decide(spec, experiment_id, self.force, _alive)
+        if decision.action == "skip":
+            say(f"skip   {spec.name}: finished before (run {decision.run_id})")
+            return Outcome(spec, decision.run_id, "SKIPPED")
+        if decision.action == "busy":
+            return self._wait_for(spec, decision.run_id)
+        if self.stopping:
+            return Outcome(spec, decision.run_id or "", "KILLED", "study interrupted")
+        tags = run_tags(spec, parent_id, self.ablation)
+        if decision.action == "reuse":
+            run_id = tracking.copy_run(decision.run_id, experiment_id, spec.name, tags)
+            say(f"reuse  {spec.name}: identical config finished in run {decision.run_id}")
+            return Outcome(spec, run_id, "REUSED")
+        if decision.action == "new":
+            run_id = tracking.create_run(experiment_id, spec.name, tags)
+            winner = claim(spec, experiment_id, run_id, _alive)
+            if winner is not None:
+                return self._wait_for(spec, winner)
+        else:
+            run_id = decision.run_id
+            tracking.set_tags(run_id, tags)
+            tracking.set_running(run_id)
+        say(f"{'resume' if decision.action == 'resume' else 'start'}  {spec.name} (run {run_id})")
+        start = time.time()
+        ended = self.launcher.train(spec, run_id)
+        return self._settle(spec, run_id, ended, time.time() - start)
+
+    def _wait_for(self, spec: RunSpec, run_id: str) -> Outcome:
+        """Another study process trains this run: wait for it to end, and count its outcome."""
+        say(f"busy   {spec.name}: another process is training it (run {run_id}); waiting for it")
+        while not self.stopping:
+            run = tracking.get_run(run_id)
+            if run.info.status != "RUNNING" or not _alive(run):
+                break
+            time.sleep(5)
+        status = tracking.get_run(run_id).info.status
+        if status == "FINISHED":
+            return Outcome(spec, run_id, "BUSY")
+        return Outcome(spec, run_id, "FAILED", f"trained by another study process, which ended it {status}")
+
+    def _settle(self, spec: RunSpec, run_id: str, ended: Ended, seconds: float) -> Outcome:
+        """The outcome of a training process, and the run marked accordingly."""
+        if ended.submitted:
+            return Outcome(spec, run_id, "SUBMITTED")
+        run = tracking.get_run(run_id)
+        if ended.code == 0 and run.info.status == "FINISHED":
+            say(f"done   {spec.name} in {seconds:.0f} s")
+            return Outcome(spec, run_id, "FINISHED", seconds=seconds)
+        why = run.data.tags.get(tracking.FAILURE) or reason(ended)
+        status = "KILLED" if self.stopping or ended.code in (-signal.SIGINT, EXIT_INTERRUPTED) else "FAILED"
+        tracking.mark_ended(run_id, status, why, only_if_running=bool(run.data.tags.get(tracking.FAILURE)))
+        if "NonFiniteLoss" in why:
+            tracking.set_tags(run_id, {tracking.DIVERGED: "true"})
+        say(f"{status.lower():6} {spec.name}: {why.splitlines()[-1] if why else ''}")
+        return Outcome(spec, run_id, status, why, seconds)
+
+    def run_all(self, specs: list[RunSpec], parent_id: str, experiment_id: str) -> tuple[list[Outcome], bool]:
+        """Every run in `specs`, `slots` at a time; on Ctrl-C the running ones are stopped."""
+        outcomes: list[Outcome] = []
+        with ThreadPoolExecutor(max_workers=self.launcher.slots) as pool:
+            pending = {pool.submit(self.one, spec, parent_id, experiment_id) for spec in specs}
+            try:
+                while pending:
+                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    outcomes += [f.result() for f in done]
+            except KeyboardInterrupt:
+                self.stopping = True
+                for f in pending:
+                    f.cancel()
+                self.launcher.stop()
+                return outcomes, True
+        order = {id(spec): i for i, spec in enumerate(specs)}
+        return sorted(outcomes, key=lambda o: order[id(o.spec)]), False
 
 
 class Study:
@@ -52,7 +143,7 @@ class Study:
                  tune: bool = False):  # fmt: skip
         self.ablation = load_ablation(name, config_dir)
         self.profile = profile or self.ablation.profile  # the file's own, unless PROFILE says otherwise
-        self.gpus, self.force, self.config_dir = gpus, force, config_dir
+        self.gpus, self.config_dir = gpus, config_dir
         self.args = list(args or [])
         self.launcher = launcher or LocalLauncher(parallel, gpus, config_dir, say)
         run_args = list(self.args)
@@ -63,9 +154,10 @@ class Study:
         self.tune = self.ablation.tune if tune else None
         self.run_args, self.seeds = run_args, seeds
         self.runs = expand(self.ablation, self.profile, run_args, seeds, gpus, config_dir)
-        if self.tune:  # every candidate's config is checked before anything runs
-            self.tuning_runs = expand_tuning(self.ablation, self._grid_or_bounds(), self.profile, run_args, gpus, config_dir)
-        self._stopping = False
+        if self.tune:  # every candidate's config (the grid, or the ends of Optuna's ranges) is checked before anything runs
+            grid = {v: tuning.grid(self.tune) for v in self.ablation.variants}
+            self.tuning_runs = expand_tuning(self.ablation, grid, self.profile, run_args, gpus, config_dir)
+        self.executor = Executor(self.ablation, self.launcher, force)
 
     def preflight(self) -> None:
         """Everything that can be wrong with the input, found before any run starts:
@@ -84,52 +176,6 @@ class Study:
                 classes[key] = dm.num_classes
             build_network(cfg.model, cfg.model.num_classes or classes[key], assemble.image_size(cfg))
 
-    def _one(self, spec: RunSpec, parent_id: str, experiment_id: str) -> Outcome:
-        decision = decide(spec, experiment_id, self.force, alive)
-        if decision.action == "skip":
-            say(f"skip   {spec.name}: finished before (run {decision.run_id})")
-            return Outcome(spec, decision.run_id, "SKIPPED")
-        if decision.action == "busy":
-            say(f"busy   {spec.name}: another process is training it (run {decision.run_id})")
-            return Outcome(spec, decision.run_id, "BUSY")
-        if self._stopping:
-            return Outcome(spec, decision.run_id or "", "KILLED", "study interrupted")
-        tags = run_tags(spec, parent_id, self.ablation)
-        if decision.action == "reuse":
-            run_id = tracking.copy_run(decision.run_id, experiment_id, spec.name, tags)
-            say(f"reuse  {spec.name}: identical config finished in run {decision.run_id}")
-            return Outcome(spec, run_id, "REUSED")
-        if decision.action == "new":
-            run_id = tracking.create_run(experiment_id, spec.name, tags)
-        else:
-            run_id = decision.run_id
-            tracking.set_tags(run_id, tags)
-            tracking.set_running(run_id)
-        say(f"{'resume' if decision.action == 'resume' else 'start'}  {spec.name} (run {run_id})")
-        start = time.time()
-        ended = self.launcher.train(spec, run_id)
-        return self._settle(spec, run_id, ended, time.time() - start)
-
-    def _settle(self, spec: RunSpec, run_id: str, ended: Ended, seconds: float) -> Outcome:
-        """The outcome of a training process, and the run marked accordingly."""
-        run = tracking.get_run(run_id)
-        if ended.code == 0 and run.info.status == "FINISHED":
-            say(f"done   {spec.name} in {seconds:.0f} s")
-            return Outcome(spec, run_id, "FINISHED", seconds=seconds)
-        why = run.data.tags.get(tracking.FAILURE) or reason(ended)
-        status = "KILLED" if self._stopping or ended.code in (-signal.SIGINT, EXIT_INTERRUPTED) else "FAILED"
-        tracking.mark_ended(run_id, status, why, only_if_running=bool(run.data.tags.get(tracking.FAILURE)))
-        if "NonFiniteLoss" in why:
-            tracking.set_tags(run_id, {tracking.DIVERGED: "true"})
-        say(f"{status.lower():6} {spec.name}: {why.splitlines()[-1] if why else ''}")
-        return Outcome(spec, run_id, status, why, seconds)
-
-    def _grid_or_bounds(self) -> dict[str, list[dict]]:
-        """Per variant, the candidates to check before anything runs: the grid, or the ends of Optuna's ranges."""
-        t = self.ablation.tune
-        values = tuning.grid(t)
-        return {v: values for v in self.ablation.variants}
-
     def _tune(self, parent_id: str, experiment_id: str) -> tuple[dict[str, dict], bool]:
         """Trains the tuning runs (all of the grid, or Optuna's candidates round by round)
         and returns each variant's chosen values."""
@@ -146,7 +192,7 @@ class Study:
             if not asked:
                 break
             specs = expand_tuning(self.ablation, asked, self.profile, self.run_args, self.gpus, self.config_dir)
-            more, interrupted = self._run_all(specs, parent_id, experiment_id)
+            more, interrupted = self.executor.run_all(specs, parent_id, experiment_id)
             outcomes += more
             if interrupted:
                 return {}, True
@@ -163,24 +209,6 @@ class Study:
         for warning in tuning.at_edge(t, chosen):
             say(f"warning: {warning}")
         return chosen, False
-
-    def _run_all(self, specs: list[RunSpec], parent_id: str, experiment_id: str) -> tuple[list[Outcome], bool]:
-        """Every run in `specs`, `slots` at a time; on Ctrl-C the running ones are stopped."""
-        outcomes: list[Outcome] = []
-        with ThreadPoolExecutor(max_workers=self.launcher.slots) as pool:
-            pending = {pool.submit(self._one, spec, parent_id, experiment_id) for spec in specs}
-            try:
-                while pending:
-                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                    outcomes += [f.result() for f in done]
-            except KeyboardInterrupt:
-                self._stopping = True
-                for f in pending:
-                    f.cancel()
-                self.launcher.stop()
-                return outcomes, True
-        order = {id(spec): i for i, spec in enumerate(specs)}
-        return sorted(outcomes, key=lambda o: order[id(o.spec)]), False
 
     def run(self) -> int:
         params = {"seeds": ",".join(str(s) for s in sorted({r.seed for r in self.runs})), "variants": ",".join(dict.fromkeys(r.variant for r in self.runs))}
@@ -199,7 +227,8 @@ class Study:
         if self.tune:
             chosen, interrupted = self._tune(parent_id, experiment_id)
             self.runs = expand(self.ablation, self.profile, self.run_args, self.seeds, self.gpus, self.config_dir, tuned=chosen)
-        outcomes, interrupted = ([], True) if interrupted else self._run_all(self.runs, parent_id, experiment_id)
+        outcomes, interrupted = ([], True) if interrupted else self.executor.run_all(self.runs, parent_id, experiment_id)
+        jobs = self.launcher.flush() if hasattr(self.launcher, "flush") and not interrupted else []
         counted = [o.run_id for o in outcomes if o.run_id]
         tracking.set_tags(parent_id, {tracking.CHILD_RUNS: ",".join(counted)})
         tracking.add_to_study(counted, parent_id)
@@ -208,6 +237,10 @@ class Study:
             tracking.finish(parent_id, "KILLED")
             say(f"study '{self.ablation.name}' interrupted; run the same command again to resume it")
             return EXIT_INTERRUPTED
+        if any(o.status == "SUBMITTED" for o in outcomes):  # no_wait: the cluster trains them; report later
+            say(f"study '{self.ablation.name}': {len(jobs)} jobs submitted ({', '.join(jobs)}); watch them with squeue; "
+                f"when they are done: make report-{self.ablation.name}")  # fmt: skip
+            return 0
         failed = [o for o in outcomes if o.status in ("FAILED", "KILLED")]
         try:
             from ablations.report import write_report
@@ -228,7 +261,7 @@ def _say_outcomes(name: str, outcomes: list[Outcome], failed: list[Outcome]) -> 
     say(
         f"study '{name}': {count['FINISHED']} trained, {count['SKIPPED']} skipped (finished before), "
         f"{count['REUSED']} reused (same config finished in another study), "
-        + (f"{count['BUSY']} being trained by another process, " if count["BUSY"] else "")
+        + (f"{count['BUSY']} trained by another study process, " if count["BUSY"] else "")
         + f"{len(failed)} failed"
     )
     for o in failed:
@@ -245,10 +278,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=1, help="runs at the same time")
     parser.add_argument("--force", action="store_true", help="train every run again, even finished ones")
     parser.add_argument("--tune", action="store_true", help="tune first, as the file's tune: block says, then train each variant at its best value")
+    parser.add_argument("--launcher", choices=["local", "slurm"], default="local", help="where runs train: this machine, or a SLURM cluster")
+    parser.add_argument("--slurm", default="", help='with --launcher slurm: "key=value ..." over configs/launchers/slurm.yaml')
+    parser.add_argument("--no-wait", action="store_true", help="with --launcher slurm: submit and return; make report-NAME once the jobs are done")
     parser.add_argument("--config-dir", type=Path, default=None, help="default: configs/ ($ABLATION_CONFIGS)")
     args = parser.parse_intermixed_args(argv)
     seeds = parse_seeds(args.seeds, "SEEDS") if args.seeds else None
-    study = Study(args.name, args.profile, args.overrides, seeds, args.gpus, args.parallel, args.force, args.config_dir, tune=args.tune)
+    launcher = None
+    if args.launcher == "slurm":
+        if args.no_wait and args.tune:
+            raise ConfigError("NO_WAIT cannot tune: tuning needs the tuning runs' results before the study's runs; tune without NO_WAIT")
+        options = slurm.load_slurm_config(args.slurm.split(), args.config_dir)
+        launcher = slurm.SlurmLauncher(options, args.gpus, args.config_dir, say, no_wait=args.no_wait)
+        if options.cluster == "slurm" and tracking.tracking_uri().startswith("sqlite"):
+            say(f"note: the jobs write to the SQLite store {tracking.tracking_uri()}: fine on one machine; across nodes serve it (make server) "
+                "and set MLFLOW_TRACKING_URI (README: Running on a SLURM cluster)")  # fmt: skip
+    elif args.no_wait or args.slurm:
+        raise ConfigError("NO_WAIT and SLURM=... go with LAUNCHER=slurm")
+    study = Study(args.name, args.profile, args.overrides, seeds, args.gpus, args.parallel, args.force, args.config_dir, launcher, tune=args.tune)
     study.preflight()
     return study.run()
 

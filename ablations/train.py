@@ -72,6 +72,13 @@ class Interrupted(Exception):
     """Training stopped by Ctrl-C or SIGTERM (Lightning turns both into SystemExit)."""
 
 
+def _interrupted(err: BaseException) -> bool:
+    """Ctrl-C (Lightning exits with 1 after it) or SIGTERM (Lightning's SIGTERMException)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    return isinstance(err, (KeyboardInterrupt, SIGTERMException)) or (isinstance(err, SystemExit) and err.code == 1)
+
+
 def _mark_failed(run_id: str, err: BaseException, rank: int) -> None:
     """FAILED (KILLED when interrupted) with the reason, from whichever rank failed
     first; a rank that fails because another one died leaves the run as it is."""
@@ -216,9 +223,9 @@ def run(
         trainer.fit(model, datamodule=dm, ckpt_path=resume, weights_only=True)
     except BaseException as err:
         _mark_failed(run_id, err, trainer.global_rank)
-        if isinstance(err, (KeyboardInterrupt, SystemExit)):
+        if _interrupted(err):
             raise Interrupted(f"run {run_id} interrupted") from err
-        raise
+        raise  # another SystemExit (submitit's after it requeued a pre-empted job) passes unchanged
     finally:
         if launched_env is not None:
             os.environ.pop(RUN_ID_ENV, None)

@@ -84,6 +84,9 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+    elif origin in (dict, list):  # dict[str, Any], list[int]: the container's type
+        if isinstance(value, origin):
+            return value
     elif isinstance(value, tp):
         return value
     raise ConfigError(f"'{key}' = {value!r} is invalid: expected {describe(tp)}")

@@ -27,9 +27,25 @@ def rest_study(base_url: str, name: str) -> tuple[str, dict, list[dict]]:
     return eid, parent, sorted(children, key=rest_run_name)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_store(request, tmp_path):
+    """The tracking server's backend store: a SQLite file, or a real PostgreSQL server
+    started for the test (skipped, with the reason, where PostgreSQL cannot run)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'server.db'}"
+        return
+    from tools.postgres_server import PostgresServer, available
+
+    reason = available()
+    if reason:
+        pytest.skip(f"PostgreSQL: {reason}")
+    with PostgresServer() as pg:
+        yield pg.uri
+
+
 @pytest.mark.slow
-def test_study_through_a_real_tracking_server(tmp_path):
-    server = MlflowServer(f"sqlite:///{tmp_path / 'server.db'}", artifacts_dir=tmp_path / "mlartifacts", log_path=tmp_path / "server.log")
+def test_study_through_a_real_tracking_server(tmp_path, backend_store):
+    server = MlflowServer(backend_store, artifacts_dir=tmp_path / "mlartifacts", log_path=tmp_path / "server.log")
     t0 = time.monotonic()
     try:
         server.start(timeout=120)
