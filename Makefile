@@ -29,7 +29,7 @@ STUDY_FLAGS = $(if $(PROFILE),--profile $(PROFILE)) $(if $(SEEDS),--seeds "$(SEE
 	$(if $(DATA),data.name=$(DATA)) $(ARGS)
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: help install lint test test-fast train summary ablations ablate-all demo ui server bench gpu-check screenshots clean
+.PHONY: help install lint test test-slow test-all train summary ablations ablate-all demo ui server bench gpu-check screenshots clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -49,11 +49,14 @@ lint: install ## ruff, and the import layers (lint-imports: contracts in pyproje
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 
-test: install ## run the whole test suite
-	$(PY) -m pytest $(PYTEST_ARGS)
-
-test-fast: install ## run the tests not marked slow
+test: install ## the test suite without the heavy end-to-end tests (about 10 minutes on 2 cores)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install ## the heavy end-to-end tests: whole studies, DDP, SLURM, PostgreSQL, the browser (CI runs them)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+test-all: install ## every test
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 train: install ## train one model: make train ARGS="model.activation=tanh"
 	$(PY) -m ablations.train --profile $(or $(PROFILE),demo) $(if $(DATA),data.name=$(DATA)) $(ARGS)

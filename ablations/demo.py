@@ -2,9 +2,9 @@
 
     python -m ablations.demo [--seeds 2] [--parallel 2] [--force] [key=value ...]
 
-Runs each study in configs/ablations/ meant for the demo profile (the others, such
-as the tutorial's on Oxford 17 Flowers, need data to download and are named but
-not run; identical configs
+Runs each one-at-a-time study in configs/ablations/ meant for the demo profile (the
+others are named, not run: those meant for a dataset to download, such as the
+tutorial's on Oxford 17 Flowers, and factorial designs, which have many cells; identical configs
 are trained once and reused across studies), writes every report and
 reports/summary.md, prints the summary and how to open the MLflow UI.
 """
@@ -32,9 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     start = time.time()
     seeds = parse_seeds(args.seeds, "SEEDS")
-    names = [n for n in available() if load_ablation(n).profile == DEFAULT_PROFILE]
-    for name in sorted(set(available()) - set(names)):
-        print(f"(not in the demo: {name}, meant for PROFILE={load_ablation(name).profile}; run make ablate-{name})")
+    ablations = {n: load_ablation(n) for n in available()}
+    names = [n for n, a in ablations.items() if a.profile == DEFAULT_PROFILE and a.design is None]
+    for name in sorted(set(ablations) - set(names)):
+        why = f"meant for PROFILE={ablations[name].profile}" if ablations[name].profile != DEFAULT_PROFILE else "a factorial design, many cells"
+        print(f"(not in the demo: {name}, {why}; run make ablate-{name})")
     studies = [Study(name, args.profile, args.overrides, seeds, 0, args.parallel, args.force) for name in names]
     for study in studies:  # every input problem surfaces before the first run
         study.preflight()

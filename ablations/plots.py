@@ -18,6 +18,16 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, ax, path: Path, title: str, legend: bool = True, grid: dict | None = None) -> None:
+    ax.set_title(title)
+    ax.grid(alpha=0.3, **(grid or {}))
+    if legend:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def curves(series: dict[str, list[list[float]]], path: Path, ylabel: str, title: str, hline: tuple[float, str] | None = None) -> None:
     """Per variant, a metric against epoch over seeds: the mean line and the min..max band."""
     import matplotlib.ticker
@@ -39,12 +49,7 @@ def curves(series: dict[str, list[list[float]]], path: Path, ylabel: str, title:
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, ax, path, title)
 
 
 def bars(names: Sequence[str], means: Sequence[float], los: Sequence[float], path: Path, ylabel: str, title: str) -> None:
@@ -54,11 +59,7 @@ def bars(names: Sequence[str], means: Sequence[float], los: Sequence[float], pat
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(names) + 2), 4), dpi=110)
     ax.bar(list(names), [m * 100 for m in means], yerr=err, capsize=6, color="#4C72B0", alpha=0.85)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, ax, path, title, legend=False, grid={"axis": "y"})
 
 
 def sensitivity(series: dict[str, list[tuple[float, float]]], chosen: dict[str, float], path: Path, xlabel: str, ylabel: str, title: str) -> None:
@@ -82,12 +83,7 @@ def sensitivity(series: dict[str, list[tuple[float, float]]], chosen: dict[str, 
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, ax, path, title, grid={"which": "both"})
 
 
 def effects(names: Sequence[str], values: Sequence[float], los: Sequence[float], his: Sequence[float], path: Path, title: str) -> None:
@@ -101,11 +97,7 @@ def effects(names: Sequence[str], values: Sequence[float], los: Sequence[float],
     ax.set_yticks(y, names, fontsize=8)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel("effect on val top-1 error (points), low → high")
-    ax.set_title(title)
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, ax, path, title, legend=False, grid={"axis": "x"})
 
 
 def interaction(means: dict[str, dict[str, float]], a: str, b: str, path: Path, title: str) -> None:
@@ -116,9 +108,4 @@ def interaction(means: dict[str, dict[str, float]], a: str, b: str, path: Path, 
         ax.plot(list(by_a), list(by_a.values()), "o-", lw=2, label=f"{b} = {b_level}")
     ax.set_xlabel(a)
     ax.set_ylabel("val top-1 error (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, ax, path, title)
