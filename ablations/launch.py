@@ -48,9 +48,12 @@ def train_command(spec: RunSpec, run_id: str, config_dir: Path | None) -> list[s
     return cmd + spec.overrides
 
 
-def reason(ended: Ended) -> str:
-    """Why a training process failed, from its exit code and last lines."""
-    if ended.code < 0:
+def reason(ended: Ended, own: str | None = None) -> str:
+    """Why a training process failed: the reason it gave itself (`own`), or one read from
+    its exit code and last lines; with where its whole log is."""
+    if own:
+        text = own
+    elif ended.code < 0:
         text = f"training process killed by signal {signal.Signals(-ended.code).name}"
     else:
         errors = [line for line in ended.tail.splitlines() if line.startswith("error:")]

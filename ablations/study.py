@@ -110,9 +110,11 @@ class Executor:
         if ended.code == 0 and run.info.status == "FINISHED":
             say(f"done   {spec.name} in {seconds:.0f} s")
             return Outcome(spec, run_id, "FINISHED", seconds=seconds)
-        why = run.data.tags.get(tracking.FAILURE) or reason(ended)
+        own = run.data.tags.get(tracking.FAILURE)  # the training process ended the run itself
+        why = reason(ended, own)
         status = "KILLED" if self.stopping or ended.code in (-signal.SIGINT, EXIT_INTERRUPTED) else "FAILED"
-        tracking.mark_ended(run_id, status, why, only_if_running=bool(run.data.tags.get(tracking.FAILURE)))
+        if not tracking.mark_ended(run_id, status, why, only_if_running=bool(own)) and why != own:
+            tracking.set_tags(run_id, {tracking.FAILURE: why[:4000]})  # its reason, with where its log is
         if "NonFiniteLoss" in why:
             tracking.set_tags(run_id, {tracking.DIVERGED: "true"})
         say(f"{status.lower():6} {spec.name}: {why.splitlines()[-1] if why else ''}")

@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from core.errors import TrackingError
@@ -66,7 +67,19 @@ def configure() -> str:
                 f"MLflow tracking server {uri} is not reachable ({err}). Start it (make server), "
                 "or unset MLFLOW_TRACKING_URI to use the local store sqlite:///mlflow.db"
             ) from None
+    if uri.startswith("sqlite:///"):
+        _create_sqlite_store(Path(uri.removeprefix("sqlite:///")))
     return uri
+
+
+def _create_sqlite_store(path: Path) -> None:
+    """Creates the store's tables under a file lock: two processes that open a new SQLite
+    store at once would both create them, and one would fail ("table already exists")."""
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock", timeout=300):
+        retry(client().search_experiments, max_results=1)
 
 
 def client():
