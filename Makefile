@@ -20,6 +20,9 @@ NO_WAIT ?=
 HOST ?= 127.0.0.1
 PORT ?= 5000
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
+# tests in TEST_WORKERS processes (pytest-xdist); a group (the SLURM cluster's tests) stays in one
+XDIST = $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup)
 BACKEND_STORE ?= sqlite:///$(CURDIR)/mlflow-server.db
 ARTIFACTS ?= $(CURDIR)/mlartifacts
 
@@ -50,13 +53,13 @@ lint: install ## ruff, and the import layers (lint-imports: contracts in pyproje
 	$(VENV)/bin/lint-imports
 
 test: install ## the test suite without the heavy end-to-end tests (about 10 minutes on 2 cores)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 test-slow: install ## the heavy end-to-end tests: whole studies, DDP, SLURM, PostgreSQL, the browser (CI runs them)
-	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+	$(PY) -m pytest -m slow $(XDIST) $(PYTEST_ARGS)
 
 test-all: install ## every test
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 train: install ## train one model: make train ARGS="model.activation=tanh"
 	$(PY) -m ablations.train --profile $(or $(PROFILE),demo) $(if $(DATA),data.name=$(DATA)) $(ARGS)

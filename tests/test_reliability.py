@@ -19,12 +19,15 @@ from core.errors import ConfigError
 from core.paths import ROOT
 from tests.helpers import SMOKE, client, history, only_run, run_cli, study
 
-STUDY = [sys.executable, "-m", "ablations.study", "pooling", "--profile", "smoke", "--seeds", "1", "trainer.max_epochs=8", "data.train_size=1024"]
+STUDY = [sys.executable, "-m", "ablations.study", "pooling", "--profile", "smoke", "--seeds", "1", "trainer.max_epochs=5", "data.train_size=1024"]
 
 
 def _start_and_wait_for_a_checkpoint(tmp_path) -> subprocess.Popen:
     """The study in its own process group, once its first run has a checkpoint and is inside a later epoch."""
-    proc = subprocess.Popen(STUDY, cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        STUDY, cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal: a test worker may ignore SIGINT, and children inherit that
+    )  # fmt: skip
     deadline = time.time() + 240
     while not list((tmp_path / "checkpoints").glob("*/last.ckpt")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -47,7 +50,7 @@ def test_sigkill_mid_run_then_rerun_resumes_into_the_same_run(store, tmp_path):
     assert len(killed) == 1, "the killed run should be left RUNNING"
     killed_id = killed[0].info.run_id
     before = history(store, killed_id, "train_loss")
-    assert 1 <= len(before) < 8
+    assert 1 <= len(before) < 5
 
     result = subprocess.run(STUDY, cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
@@ -59,7 +62,7 @@ def test_sigkill_mid_run_then_rerun_resumes_into_the_same_run(store, tmp_path):
     assert client(store).get_run(killed_id).info.status == "FINISHED"
     # ... and every epoch's metrics were logged once: the epochs before the kill were not trained again
     after = history(store, killed_id, "train_loss")
-    assert [s for s, _ in after] == list(range(8)), after
+    assert [s for s, _ in after] == list(range(5)), after
     assert after[: len(before)] == before
 
 
@@ -68,7 +71,7 @@ def test_ctrl_c_marks_the_runs_killed_and_exits_130(store, tmp_path):
     proc = _start_and_wait_for_a_checkpoint(tmp_path)
     try:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole foreground group
-        out, _ = proc.communicate(timeout=120)
+        out, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -18,6 +18,8 @@ import pytest
 from core.paths import ROOT
 from tests.helpers import client, history, run_cli, show, study
 
+pytestmark = pytest.mark.xdist_group("slurm")  # one cluster (a module fixture), in one test worker
+
 SCRIPT = ROOT / "tools" / "slurm_cluster.sh"
 SMALL = ["cpus_per_task=1", "mem_gb=1"]
 
@@ -63,8 +65,9 @@ def _free_port_pair() -> int:
 
 
 @pytest.fixture
-def slurm_env(cluster, store, tmp_path, monkeypatch):
+def slurm_env(cluster, store, configs, tmp_path, monkeypatch):
     monkeypatch.setenv("ABLATION_SLURM_LOGS", str(tmp_path / "slurm-logs"))
+    (configs / "ablations" / "one_run.yaml").write_text("description: one run, to interrupt\nbaseline: overlapping\nvariants:\n  overlapping: {}\n")
     return store
 
 
@@ -118,7 +121,7 @@ def test_make_ablate_with_launcher_slurm(slurm_env, tmp_path):
     assert len(list((tmp_path / "slurm-logs").glob("*/*_log.out"))) == 4
 
 
-LONG = ["pooling", "--profile", "smoke", "--seeds", "1", "--launcher", "slurm", "--slurm", " ".join(SMALL), "trainer.max_epochs=6", "data.train_size=2048"]
+LONG = ["one_run", "--profile", "smoke", "--seeds", "1", "--launcher", "slurm", "--slurm", " ".join(SMALL), "trainer.max_epochs=4", "data.train_size=2048"]
 
 
 @pytest.mark.slow
@@ -142,7 +145,7 @@ def test_scancel_then_the_same_command_resumes(slurm_env, tmp_path):
     assert f"resume  {cancelled.info.run_name} (run {run_id})" in again.stdout
     after = history(slurm_env, run_id, "train_loss")
     assert client(slurm_env).get_run(run_id).info.status == "FINISHED"
-    assert [s for s, _ in after] == list(range(6)) and after[: len(before)] == before  # resumed, not retrained
+    assert [s for s, _ in after] == list(range(4)) and after[: len(before)] == before  # resumed, not retrained
 
 
 @pytest.mark.slow
@@ -162,7 +165,7 @@ def test_a_preempted_job_requeues_and_resumes_by_itself(slurm_env, tmp_path):
     assert proc.returncode == 0, out[-3000:]
     run = client(slurm_env).get_run(run_id)
     assert run.info.status == "FINISHED"
-    assert [s for s, _ in history(slurm_env, run_id, "train_loss")] == list(range(6))  # every epoch once
+    assert [s for s, _ in history(slurm_env, run_id, "train_loss")] == list(range(4))  # every epoch once
     log = (tmp_path / "slurm-logs" / job / f"{job}_0_log.out").read_text()
     assert "resuming from" in log and "preempted" in (tmp_path / "slurm-logs" / job / f"{job}_0_log.err").read_text()
 
