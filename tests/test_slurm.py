@@ -124,18 +124,24 @@ def test_make_ablate_with_launcher_slurm(slurm_env, tmp_path):
 LONG = ["one_run", "--profile", "smoke", "--seeds", "1", "--launcher", "slurm", "--slurm", " ".join(SMALL), "trainer.max_epochs=4", "data.train_size=2048"]
 
 
-@pytest.mark.slow
-def test_scancel_then_the_same_command_resumes(slurm_env, tmp_path):
+def _interrupt_a_job(store: str, tmp_path: Path, *scancel: str) -> tuple[subprocess.Popen, str, str, str]:
+    """Starts the one-run study, and once its run has a checkpoint, sends its job
+    `scancel *scancel`; returns the study process once it ended, its output, the run and the job."""
     proc = _start(LONG)
     try:
-        ckpt = _wait_for_checkpoint(tmp_path / "checkpoints", proc)
-        run_id = ckpt.parent.name
-        job = client(slurm_env).get_run(run_id).data.tags["slurm_job_id"]
-        subprocess.run(["scancel", job], check=True)
-        out, _ = proc.communicate(timeout=600)
+        run_id = _wait_for_checkpoint(tmp_path / "checkpoints", proc).parent.name
+        job = client(store).get_run(run_id).data.tags["slurm_job_id"]
+        subprocess.run(["scancel", *scancel, job], check=True)
+        out, _ = proc.communicate(timeout=900)
     finally:
         if proc.poll() is None:
             proc.kill()
+    return proc, out, run_id, job
+
+
+@pytest.mark.slow
+def test_scancel_then_the_same_command_resumes(slurm_env, tmp_path):
+    proc, out, run_id, _ = _interrupt_a_job(slurm_env, tmp_path)
     assert proc.returncode == 1, out[-3000:]
     cancelled = client(slurm_env).get_run(run_id)
     assert cancelled.info.status in ("KILLED", "FAILED") and "slurm-logs" in cancelled.data.tags["failure_reason"], cancelled.data.tags
@@ -152,16 +158,7 @@ def test_scancel_then_the_same_command_resumes(slurm_env, tmp_path):
 def test_a_preempted_job_requeues_and_resumes_by_itself(slurm_env, tmp_path):
     """SIGUSR2 is what SLURM sends a job before pre-empting it or at its time limit;
     submitit requeues the job and the new one resumes the run from its checkpoint."""
-    proc = _start(LONG)
-    try:
-        ckpt = _wait_for_checkpoint(tmp_path / "checkpoints", proc)
-        run_id = ckpt.parent.name
-        job = client(slurm_env).get_run(run_id).data.tags["slurm_job_id"]
-        subprocess.run(["scancel", "--signal=USR2", job], check=True)
-        out, _ = proc.communicate(timeout=900)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc, out, run_id, job = _interrupt_a_job(slurm_env, tmp_path, "--signal=USR2")
     assert proc.returncode == 0, out[-3000:]
     run = client(slurm_env).get_run(run_id)
     assert run.info.status == "FINISHED"
