@@ -52,7 +52,7 @@ lint: install ## ruff, and the import layers (lint-imports: contracts in pyproje
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 
-test: install ## the test suite without the heavy end-to-end tests (about 10 minutes on 2 cores)
+test: install ## the test suite without the heavy end-to-end tests (about 7 minutes on 2 cores)
 	$(PY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 test-slow: install ## the heavy end-to-end tests: whole studies, DDP, SLURM, PostgreSQL, the browser (CI runs them)
