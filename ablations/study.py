@@ -230,7 +230,7 @@ class Study:
             chosen, interrupted = self._tune(parent_id, experiment_id)
             self.runs = expand(self.ablation, self.profile, self.run_args, self.seeds, self.gpus, self.config_dir, tuned=chosen)
         outcomes, interrupted = ([], True) if interrupted else self.executor.run_all(self.runs, parent_id, experiment_id)
-        jobs = self.launcher.flush() if hasattr(self.launcher, "flush") and not interrupted else []
+        jobs = [] if interrupted else self.launcher.flush()
         counted = [o.run_id for o in outcomes if o.run_id]
         tracking.set_tags(parent_id, {tracking.CHILD_RUNS: ",".join(counted)})
         tracking.add_to_study(counted, parent_id)
