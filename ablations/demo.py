@@ -19,7 +19,7 @@ from ablations import overview, tracking
 from ablations.spec import DEFAULT_PROFILE, available, load_ablation, parse_seeds
 from ablations.study import Study
 from core import paths
-from core.errors import run_command
+from core.errors import EXIT_INTERRUPTED, run_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for study in studies:
         print(f"\n=== {study.ablation.name}: {study.ablation.description.split('. ')[0]}", flush=True)
-        if study.run() != 0:
+        code = study.run()
+        if code == EXIT_INTERRUPTED:
+            return code  # Ctrl-C stops the demo, not only the study it was in
+        if code != 0:
             failed.append(study.ablation.name)
     minutes = (time.time() - start) / 60
     summary = overview.write_summary()

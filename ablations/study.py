@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,24 @@ def _alive(run) -> bool:
     if run.data.tags.get(tracking.LAUNCHER) == slurm.SlurmLauncher.name:
         return slurm.job_alive(run.data.tags)
     return launch.alive(run)
+
+
+@contextmanager
+def _sigterm_as_ctrl_c():
+    """`kill`, `timeout` and a batch system's cancel send SIGTERM: the study then stops its
+    runs as on Ctrl-C, instead of dying and leaving its training processes running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -121,9 +140,9 @@ class Executor:
         return Outcome(spec, run_id, status, why, seconds)
 
     def run_all(self, specs: list[RunSpec], parent_id: str, experiment_id: str) -> tuple[list[Outcome], bool]:
-        """Every run in `specs`, `slots` at a time; on Ctrl-C the running ones are stopped."""
+        """Every run in `specs`, `slots` at a time; on Ctrl-C or SIGTERM the running ones are stopped."""
         outcomes: list[Outcome] = []
-        with ThreadPoolExecutor(max_workers=self.launcher.slots) as pool:
+        with _sigterm_as_ctrl_c(), ThreadPoolExecutor(max_workers=self.launcher.slots) as pool:
             pending = {pool.submit(self.one, spec, parent_id, experiment_id) for spec in specs}
             try:
                 while pending:

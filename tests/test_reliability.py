@@ -84,6 +84,29 @@ def test_ctrl_c_marks_the_runs_killed_and_exits_130(store, tmp_path):
 
 
 @pytest.mark.slow
+def test_sigterm_to_the_study_alone_stops_its_training_processes(store, tmp_path):
+    """`kill PID`, `timeout` or a batch system's cancel: SIGTERM to the study's process only.
+    Its training processes must stop with it (not train on as orphans), their runs KILLED."""
+    proc = subprocess.Popen(STUDY, cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = ""
+        while "epoch 1/" not in seen and proc.poll() is None:  # the run's process is inside training
+            seen += proc.stdout.readline()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (seen + out)[-3000:]
+    assert "interrupted; run the same command again to resume it" in out
+    (run,) = study(store, "pooling")[1]
+    assert run.info.status == "KILLED", run.data.tags
+    pid = int(run.data.tags["pid"])
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the training process is gone, not orphaned
+
+
+@pytest.mark.slow
 def test_force_retrains_finished_runs(store):
     args = ["pooling", *SMOKE, "--seeds", "1", "trainer.max_epochs=1"]
     assert run_cli("ablations.study", *args).returncode == 0
