@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,41 @@ class Ended:
     tail: str  # its last lines of output
     where: str = ""  # where its whole log is, when it is kept
     submitted: bool = False  # handed to a cluster's queue, not waited for
+
+
+def follow(log: Path, running: Callable[[], bool], poll_s: float = 0.2) -> Iterator[str]:
+    """The lines another process writes to `log`, as they come, until `running()` is false
+    and the rest is read. A log that does not exist yet is waited for."""
+    partial, f = "", None
+    try:
+        while True:
+            ended = not running()  # asked before reading: what it wrote before it ended is read below
+            if f is None and log.exists():
+                f = open(log, encoding="utf-8", errors="replace")  # noqa: SIM115 (closed below)
+            text = f.read() if f else ""
+            *lines, partial = (partial + text).split("\n")  # an unfinished last line waits for its end
+            yield from lines
+            if ended:
+                if partial:
+                    yield partial
+                return
+            if not text:
+                time.sleep(poll_s)
+    finally:
+        if f is not None:
+            f.close()
+
+
+def relay(lines: Iterable[str], say: Callable[[str], None], prefix: str) -> deque[str]:
+    """Prints the lines of a training process a study shows (epochs, resumes, errors),
+    each after `prefix`, and returns its last 30 lines."""
+    tail: deque[str] = deque(maxlen=30)
+    for line in lines:
+        line = line.rstrip()
+        tail.append(line)
+        if line.startswith(SHOWN) or "Error" in line:
+            say(prefix + line)
+    return tail
 
 
 def train_command(spec: RunSpec, run_id: str, config_dir: Path | None) -> list[str]:
@@ -104,13 +139,7 @@ class LocalLauncher:
             proc = self._start(spec, run_id, slot)
             self._procs[proc.pid] = proc
             tracking.set_tags(run_id, {tracking.LAUNCHER: self.name, HOST_TAG: HOST, PID_TAG: proc.pid})
-            tail: deque[str] = deque(maxlen=30)
-            prefix = f"[{spec.name}] " if self.slots > 1 else "  "
-            for line in proc.stdout:
-                line = line.rstrip()
-                tail.append(line)
-                if line.startswith(SHOWN) or "Error" in line:
-                    self.say(prefix + line)
+            tail = relay(proc.stdout, self.say, f"[{spec.name}] " if self.slots > 1 else "  ")
             code = proc.wait()
             self._procs.pop(proc.pid, None)
             return Ended(code, "\n".join(tail))
@@ -156,21 +185,7 @@ class _Forked:
     @property
     def stdout(self):
         """The child's output lines as they come, until it has exited and all is read."""
-        with open(self.log, encoding="utf-8", errors="replace") as f:
-            partial = ""
-            while True:
-                chunk = f.readline()
-                if chunk:
-                    partial += chunk
-                    if partial.endswith("\n"):
-                        yield partial
-                        partial = ""
-                    continue
-                if not self.process.is_alive():
-                    rest = f.read()
-                    yield from (partial + rest).splitlines(keepends=True)
-                    return
-                time.sleep(0.2)
+        return follow(self.log, self.process.is_alive)
 
     def wait(self, timeout: float | None = None) -> int:
         self.process.join(timeout)

@@ -15,15 +15,13 @@ import contextlib
 import os
 import subprocess
 import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ablations import tracking
-from ablations.launch import SHOWN, Ended, train_command
+from ablations.launch import Ended, follow, relay, train_command
 from ablations.plan import RunSpec
 from core import paths
 from core.config import build, parse_overrides, read_yaml, require
@@ -154,7 +152,7 @@ class SlurmLauncher:
             self._jobs[run_id] = job
         tracking.set_tags(run_id, {tracking.LAUNCHER: self.name, JOB_TAG: job.job_id})
         self.say(f"  {spec.name}: slurm job {job.job_id}, log {job.paths.stdout}")
-        tail = self._follow(job, spec)
+        tail = relay(follow(job.paths.stdout, lambda: not job.done(), poll_s=2), self.say, f"[{spec.name}] ")  # its epochs, as they come
         try:
             code = job.result()
         except Exception as err:  # cancelled, killed, failed without a result
@@ -177,23 +175,6 @@ class SlurmLauncher:
             self.say(f"  {spec.name}: slurm job {job.job_id}, log {job.paths.stdout}")
         self._queued = []
         return [job.job_id for job in jobs]
-
-    def _follow(self, job, spec: RunSpec) -> deque[str]:
-        """Waits for the job, printing its epoch lines as they appear in its log."""
-        tail: deque[str] = deque(maxlen=30)
-        seen = 0
-        while not job.done():
-            time.sleep(2)
-            try:
-                lines = job.paths.stdout.read_text(errors="replace").splitlines()
-            except OSError:
-                continue
-            for line in lines[seen:]:
-                tail.append(line)
-                if line.startswith(SHOWN):
-                    self.say(f"[{spec.name}] {line}")
-            seen = len(lines)
-        return tail
 
     def stop(self) -> None:
         """Ctrl-C: cancels the study's jobs (their runs are marked KILLED; the next study resumes them)."""

@@ -173,3 +173,26 @@ def test_make_target_for_a_dropped_in_file(store, tmp_path):
     assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED"]
     assert all(c.data.params["trainer.max_epochs"] == "1" for c in children)  # ARGS reached every run
     assert not (ROOT / "configs" / "ablations" / f"{name}.yaml").exists()
+
+
+def test_a_log_is_followed_to_its_last_line_written_before_the_writer_ended(tmp_path):
+    """How a study watches a training process it cannot pipe (forked, or a cluster job):
+    lines as they come, a line finished across two writes, and the last words (with no
+    newline) written just before the process ended."""
+    import threading
+
+    from ablations.launch import follow
+
+    log, done = tmp_path / "train.log", threading.Event()
+
+    def write():
+        with open(log, "w") as f:
+            for part in ["epoch 1/2\nepo", "ch 2/2\n", "error: the last words"]:
+                f.write(part)
+                f.flush()
+        done.set()
+
+    writer = threading.Timer(0.3, write)  # the log does not exist yet when following starts
+    writer.start()
+    assert list(follow(log, lambda: not done.is_set(), poll_s=0.01)) == ["epoch 1/2", "epoch 2/2", "error: the last words"]
+    writer.join()
