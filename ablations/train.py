@@ -125,9 +125,8 @@ def _first_step_stamp() -> list:
 def _log_inputs(run_id: str, dm) -> None:
     """The run's data as MLflow dataset inputs (once: a resumed run has them)."""
     logged = {d.dataset.name for d in tracking.get_run(run_id).inputs.dataset_inputs}
-    for split, d in dm.describe().items():
-        if d["name"] not in logged:
-            tracking.log_dataset(run_id, d["name"], d["digest"], d["source"], d["profile"], "training" if split == "train" else "validation")
+    for split, d in dm.describe(skip=logged).items():
+        tracking.log_dataset(run_id, d["name"], d["digest"], d["source"], d["profile"], "training" if split == "train" else "validation")
 
 
 def _system_metrics(run_id: str, cfg: Config, resumed: bool):
