@@ -124,7 +124,7 @@ def experiment_id(name: str) -> str:
     exp = retry(c.get_experiment_by_name, name)
     if exp is None:
         try:
-            return c.create_experiment(name)
+            return c.create_experiment(name, artifact_location=_artifact_location(name))
         except Exception:  # created meanwhile by a parallel process
             exp = c.get_experiment_by_name(name)
             if exp is None:
@@ -132,6 +132,16 @@ def experiment_id(name: str) -> str:
     if exp.lifecycle_stage == "deleted":
         c.restore_experiment(exp.experiment_id)
     return exp.experiment_id
+
+
+def _artifact_location(name: str) -> str | None:
+    """A SQLite store keeps its experiments' artifacts beside it (<its folder>/mlruns/<name>),
+    not in whichever folder the process that created the experiment started in (MLflow's
+    default, ./mlruns). A server keeps its own; another database: MLflow's default."""
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).parent / "mlruns" / name).resolve().as_uri()
 
 
 def create_run(experiment_id: str, run_name: str, tags: dict[str, str]) -> str:

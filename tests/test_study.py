@@ -196,3 +196,11 @@ def test_a_log_is_followed_to_its_last_line_written_before_the_writer_ended(tmp_
     writer.start()
     assert list(follow(log, lambda: not done.is_set(), poll_s=0.01)) == ["epoch 1/2", "epoch 2/2", "error: the last words"]
     writer.join()
+
+
+def test_a_sqlite_store_keeps_its_artifacts_beside_it(store, tmp_path, monkeypatch):
+    """Not in the folder a command happened to start in (MLflow's ./mlruns)."""
+    monkeypatch.chdir(tmp_path / "..")
+    tracking.configure()
+    exp = MlflowClient().get_experiment(tracking.experiment_id("pooling"))
+    assert exp.artifact_location == (tmp_path / "mlruns" / "pooling").as_uri()
