@@ -4,7 +4,8 @@
 
 Runs each one-at-a-time study in configs/ablations/ meant for the demo profile (the
 others are named, not run: those meant for a dataset to download, such as the
-tutorial's on Oxford 17 Flowers, and factorial designs, which have many cells; identical configs
+tutorial's on Oxford 17 Flowers, factorial designs, which have many cells, and files
+that say `demo: false`, such as `init_preprocessing`, which means tuning; identical configs
 are trained once and reused across studies), writes every report and
 reports/summary.md, prints the summary and how to open the MLflow UI.
 """
@@ -33,10 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     seeds = parse_seeds(args.seeds, "SEEDS")
     ablations = {n: load_ablation(n) for n in available()}
-    names = [n for n, a in ablations.items() if a.profile == DEFAULT_PROFILE and a.design is None]
+    names = [n for n, a in ablations.items() if a.profile == DEFAULT_PROFILE and a.design is None and a.demo]
     for name in sorted(set(ablations) - set(names)):
-        why = f"meant for PROFILE={ablations[name].profile}" if ablations[name].profile != DEFAULT_PROFILE else "a factorial design, many cells"
-        print(f"(not in the demo: {name}, {why}; run make ablate-{name})")
+        a = ablations[name]
+        why = (
+            f"meant for PROFILE={a.profile}" if a.profile != DEFAULT_PROFILE else "a factorial design, many cells" if a.design else "its file says demo: false"
+        )
+        print(f"(not in the demo: {name}, {why}; run make ablate-{name}{' TUNE=1' if a.tune else ''})")
     studies = [Study(name, args.profile, args.overrides, seeds, 0, args.parallel, args.force) for name in names]
     for study in studies:  # every input problem surfaces before the first run
         study.preflight()

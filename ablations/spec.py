@@ -6,6 +6,7 @@
     seeds: 3                  # default number of seeds (SEEDS=... overrides)
     overrides: {}             # optional: applied to every variant
     compare: {}               # optional: variant -> the variant it is measured against (default: baseline)
+    demo: true                # optional: false leaves it out of `make demo` (say, when it means TUNE=1)
     variants:
       relu: {model.activation: relu}
       tanh: {model.activation: tanh}
@@ -37,7 +38,7 @@ from core import paths
 from core.config import flatten, read_yaml
 from core.errors import ConfigError
 
-KEYS = {"description", "profile", "baseline", "seeds", "overrides", "compare", "variants", "tune", "factors", "design"}
+KEYS = {"description", "profile", "baseline", "seeds", "overrides", "compare", "variants", "tune", "factors", "design", "demo"}
 TUNE_KEYS = {"space", "budget", "seeds", "objective", "target", "per_variant", "search", "trials"}
 OBJECTIVES = ("val_err1", "epochs_to_train_err")
 TUNING_SEED_OFFSET = 1000  # tuning seed k is seed 1000 + k
@@ -131,6 +132,7 @@ class Ablation:
     tune: Tune | None = None
     compare: dict[str, str] = field(default_factory=dict)  # variant -> its reference; the others: the baseline
     design: Design | None = None  # a factorial study: its variants are the design's cells
+    demo: bool = True  # false: `make demo` leaves it out
 
     def reference(self, variant: str) -> str:
         return self.compare.get(variant, self.baseline)
@@ -192,6 +194,8 @@ def load_ablation(name: str, config_dir: Path | None = None) -> Ablation:
     bad = [f"{k}: {v}" for k, v in compare.items() if k not in variants or v not in variants or k == v] if isinstance(compare, dict) else [repr(compare)]
     if bad:
         raise ConfigError(f"{path}: 'compare' must map a variant to another variant it is measured against; not {', '.join(bad)}")
+    if not isinstance(raw.get("demo", True), bool):
+        raise ConfigError(f"{path}: 'demo' must be true or false (whether `make demo` runs it), not {raw['demo']!r}")
     overrides = raw.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise ConfigError(f"{path}: 'overrides' must be a mapping of config keys")
@@ -206,5 +210,6 @@ def load_ablation(name: str, config_dir: Path | None = None) -> Ablation:
         tune=parse_tune(raw.get("tune"), str(path)),
         compare={str(k): str(v) for k, v in compare.items()},
         design=design,
+        demo=raw.get("demo", True),
         path=path,
     )

@@ -63,6 +63,7 @@ def test_seeds_parsing():
         ("baseline: a\nvariants: {a: {model.dropout: 0}, b: {model.dropuot: 0}}\n", "model.dropuot"),
         ("baseline: a\nvariants: {a: {}}\nextra: 1\n", "extra"),
         ("baseline: a\nvariants: []\n", "variants"),
+        ("baseline: a\nvariants: {a: {}}\ndemo: no thanks\n", "'demo' must be true or false"),
     ],
 )
 def test_bad_ablation_files_exit_2_before_mlflow(store, configs, text, message):
