@@ -116,7 +116,7 @@ class Executor:
             if run.info.status != "RUNNING" or not _alive(run):
                 break
             time.sleep(5)
-        status = tracking.get_run(run_id).info.status
+        status = tracking.get_run(run_id).info.status  # again: it may have finished the run just before its process ended
         if status == "FINISHED":
             return Outcome(spec, run_id, "BUSY")
         return Outcome(spec, run_id, "FAILED", f"trained by another study process, which ended it {status}")
