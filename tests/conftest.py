@@ -26,3 +26,11 @@ def configs(tmp_path, monkeypatch):
     folder = copy_configs(tmp_path)
     monkeypatch.setenv("ABLATION_CONFIGS", str(folder))
     return folder
+
+
+@pytest.fixture
+def one_run(configs):
+    """An ablation of one variant (`one_run`: the profile's baseline as it is): one run per
+    seed, for tests that interrupt a study and need no second run."""
+    (configs / "ablations" / "one_run.yaml").write_text("description: one run, to interrupt\nbaseline: overlapping\nvariants:\n  overlapping: {}\n")
+    return "one_run"

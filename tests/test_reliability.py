@@ -19,7 +19,7 @@ from core.errors import ConfigError
 from core.paths import ROOT
 from tests.helpers import SMOKE, client, history, only_run, run_cli, study
 
-STUDY = [sys.executable, "-m", "ablations.study", "pooling", "--profile", "smoke", "--seeds", "1", "trainer.max_epochs=5", "data.train_size=1024"]
+STUDY = [sys.executable, "-m", "ablations.study", "one_run", "--profile", "smoke", "--seeds", "1", "trainer.max_epochs=5", "data.train_size=1024"]
 
 
 def _start_and_wait_for_a_checkpoint(tmp_path) -> subprocess.Popen:
@@ -37,7 +37,7 @@ def _start_and_wait_for_a_checkpoint(tmp_path) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_run_then_rerun_resumes_into_the_same_run(store, tmp_path):
+def test_sigkill_mid_run_then_rerun_resumes_into_the_same_run(store, one_run, tmp_path):
     proc = _start_and_wait_for_a_checkpoint(tmp_path)
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: study and training
@@ -45,7 +45,7 @@ def test_sigkill_mid_run_then_rerun_resumes_into_the_same_run(store, tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    _, children = study(store, "pooling")
+    _, children = study(store, one_run)
     killed = [r for r in children if r.info.status == "RUNNING"]
     assert len(killed) == 1, "the killed run should be left RUNNING"
     killed_id = killed[0].info.run_id
@@ -57,8 +57,8 @@ def test_sigkill_mid_run_then_rerun_resumes_into_the_same_run(store, tmp_path):
     # a resume, not a retrain: the study says so, the training process loaded the checkpoint ...
     assert f"resume  overlapping-seed0 (run {killed_id})" in result.stdout
     assert "resuming from" in result.stdout
-    _, children = study(store, "pooling")
-    assert sorted((c.data.tags["variant"], c.info.status) for c in children) == [("non_overlapping", "FINISHED"), ("overlapping", "FINISHED")]
+    _, children = study(store, one_run)
+    assert [(c.data.tags["variant"], c.info.status) for c in children] == [("overlapping", "FINISHED")]
     assert client(store).get_run(killed_id).info.status == "FINISHED"
     # ... and every epoch's metrics were logged once: the epochs before the kill were not trained again
     after = history(store, killed_id, "train_loss")
@@ -67,7 +67,7 @@ def test_sigkill_mid_run_then_rerun_resumes_into_the_same_run(store, tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_marks_the_runs_killed_and_exits_130(store, tmp_path):
+def test_ctrl_c_marks_the_runs_killed_and_exits_130(store, one_run, tmp_path):
     proc = _start_and_wait_for_a_checkpoint(tmp_path)
     try:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole foreground group
@@ -77,14 +77,14 @@ def test_ctrl_c_marks_the_runs_killed_and_exits_130(store, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, out[-3000:]
     assert "interrupted; run the same command again to resume it" in out
-    parents, children = study(store, "pooling")
+    parents, children = study(store, one_run)
     assert [p.info.status for p in parents] == ["KILLED"]
     (run,) = children
     assert run.info.status == "KILLED" and "interrupted" in run.data.tags["failure_reason"]
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_study_alone_stops_its_training_processes(store, tmp_path):
+def test_sigterm_to_the_study_alone_stops_its_training_processes(store, one_run, tmp_path):
     """`kill PID`, `timeout` or a batch system's cancel: SIGTERM to the study's process only.
     Its training processes must stop with it (not train on as orphans), their runs KILLED."""
     proc = subprocess.Popen(STUDY, cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -99,7 +99,7 @@ def test_sigterm_to_the_study_alone_stops_its_training_processes(store, tmp_path
             proc.kill()
     assert proc.returncode == 130, (seen + out)[-3000:]
     assert "interrupted; run the same command again to resume it" in out
-    (run,) = study(store, "pooling")[1]
+    (run,) = study(store, one_run)[1]
     assert run.info.status == "KILLED", run.data.tags
     pid = int(run.data.tags["pid"])
     with pytest.raises(ProcessLookupError):
@@ -107,15 +107,15 @@ def test_sigterm_to_the_study_alone_stops_its_training_processes(store, tmp_path
 
 
 @pytest.mark.slow
-def test_force_retrains_finished_runs(store):
-    args = ["pooling", *SMOKE, "--seeds", "1", "trainer.max_epochs=1"]
+def test_force_retrains_finished_runs(store, one_run):
+    args = [one_run, *SMOKE, "--seeds", "1", "trainer.max_epochs=1"]
     assert run_cli("ablations.study", *args).returncode == 0
-    _, first = study(store, "pooling")
+    _, first = study(store, one_run)
     again = run_cli("ablations.study", *args, "--force")
     assert again.returncode == 0, again.stdout[-3000:]
-    assert "\nskip   " not in again.stdout and again.stdout.count("\nstart  ") == 2 and "2 trained, 0 skipped" in again.stdout
-    _, children = study(store, "pooling")
-    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    assert "\nskip   " not in again.stdout and again.stdout.count("\nstart  ") == 1 and "1 trained, 0 skipped" in again.stdout
+    _, children = study(store, one_run)
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
     assert {c.info.run_id for c in first} < {c.info.run_id for c in children}
 
 

@@ -65,9 +65,8 @@ def _free_port_pair() -> int:
 
 
 @pytest.fixture
-def slurm_env(cluster, store, configs, tmp_path, monkeypatch):
+def slurm_env(cluster, store, one_run, tmp_path, monkeypatch):
     monkeypatch.setenv("ABLATION_SLURM_LOGS", str(tmp_path / "slurm-logs"))
-    (configs / "ablations" / "one_run.yaml").write_text("description: one run, to interrupt\nbaseline: overlapping\nvariants:\n  overlapping: {}\n")
     return store
 
 
