@@ -49,11 +49,9 @@ def write_summary(out_dir: Path | None = None) -> Path | None:
         "",
         "Final validation top-1 error (%), mean ± std over seeds; Δ is the paired difference from each ablation's baseline "
         "with its 95% confidence interval. Regenerated after every study.",
-        "",
-        "| ablation | variant | seeds | val top-1 err | Δ vs baseline | verdict |",
-        "|---|---|---|---|---|---|",
     ]
-    for e in entries:
+    rows = []
+    for e in [e for e in entries if not e.get("factorial")]:
         for v in e.get("variants", []):
             s = Stat(**v["final_val_err1"])
             if v["delta"] is None:
@@ -62,7 +60,9 @@ def write_summary(out_dir: Path | None = None) -> Path | None:
                 d = Stat(**{k: v["delta"][k] for k in ("n", "mean", "std", "lo", "hi")})
                 delta = d.fmt()
                 word = "within noise" if v["delta"]["within_noise"] else ("worse" if d.mean > 0 else "better")
-            lines.append(f"| [{e['ablation']}]({e['ablation']}/report.md) | {v['variant']} | {v['seeds']} | {s.fmt()} | {delta} | {word} |")
+            rows.append(f"| [{e['ablation']}]({e['ablation']}/report.md) | {v['variant']} | {v['seeds']} | {s.fmt()} | {delta} | {word} |")
+    if rows:
+        lines += ["", "| ablation | variant | seeds | val top-1 err | Δ vs baseline | verdict |", "|---|---|---|---|---|---|", *rows]
     for e in [e for e in entries if e.get("factorial")]:
         lines += [
             "",
@@ -78,10 +78,10 @@ def write_summary(out_dir: Path | None = None) -> Path | None:
             (key,), ((low, high),) = eff["term"], eff["levels"]
             mine = f"{eff['effect']:+.2f} [{eff['lo']:+.2f}, {eff['hi']:+.2f}]"
             verdict = "real" if eff["real"] else "within noise"
-            others = _one_at_a_time(entries, key, low, high) or [("none", None, None)]
+            others = _one_at_a_time(entries, key, low, high) or [("not run", None, None)]
             for where, d, noise in others:
                 if d is None:
-                    lines.append(f"| {key}: {low} → {high} | {mine} | {verdict} | none | | | |")
+                    lines.append(f"| {key}: {low} → {high} | {mine} | {verdict} | not run in this store | | | |")
                     continue
                 overlap = d.lo * 100 <= eff["hi"] and eff["lo"] <= d.hi * 100
                 shown = f"{d.mean * 100:+.2f} [{d.lo * 100:+.2f}, {d.hi * 100:+.2f}]"

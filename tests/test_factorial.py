@@ -139,3 +139,57 @@ def test_make_ablate_factorial_smoke(store, configs, tmp_path):
     text = (tmp_path / "reports" / "fact3" / "report.md").read_text()
     assert "## Effects" in text and "| norm = dropout x pool |" in text and "## Cells" in text
     assert (tmp_path / "reports" / "fact3" / "effects.png").stat().st_size > 1000
+
+
+def test_the_summary_sets_each_main_effect_beside_the_one_at_a_time_result_for_the_same_change(tmp_path):
+    """Matched by key and levels in either direction (a reversed one-at-a-time Δ is negated;
+    0.0 and 0 are one level), with whether the two intervals overlap; a factor that no
+    one-at-a-time study changed says so; no empty one-at-a-time table."""
+    import json
+
+    from ablations.overview import write_summary
+
+    def stat(mean, lo, hi):  # fractions of error, as the reports store them
+        return {"n": 3, "mean": mean, "std": 0.01, "lo": lo, "hi": hi}
+
+    def variant(name, changes, delta=None):
+        d = None if delta is None else stat(*delta) | {"p": 0.01, "within_noise": delta[1] <= 0 <= delta[2]}
+        return {"variant": name, "seeds": 3, "final_val_err1": stat(0.3, 0.29, 0.31), "delta": d, "changes": changes}
+
+    def effect(key, low, high, mean, lo, hi):
+        return {"term": [key], "levels": [[low, high]], "effect": mean, "lo": lo, "hi": hi, "real": not lo <= 0 <= hi}
+
+    def one_at_a_time(name, key, levels, delta):
+        return {"ablation": name, "baseline": "base", "variants": [variant("base", {}), variant("changed", {key: levels}, delta)]}
+
+    interaction = {
+        "term": ["model.norm", "model.pool"],
+        "levels": [["lrn", "batchnorm"], ["overlapping", "non_overlapping"]],
+        "effect": 0.5,
+        "lo": -1,
+        "hi": 2,
+        "real": False,
+    }
+    studies = {
+        "dropout": one_at_a_time("dropout", "model.dropout", ["0.5", "0"], (-0.0167, -0.0308, -0.0025)),
+        "pooling": one_at_a_time("pooling", "model.pool", ["non_overlapping", "overlapping"], (-0.0155, -0.0387, 0.0076)),  # the other way round
+        "normalization": one_at_a_time("normalization", "model.norm", ["lrn", "batchnorm"], (-0.0228, -0.0265, -0.0192)),
+        "half": {"ablation": "half", "factorial": True, "design": "a design", "effects": [
+            effect("model.dropout", "0.5", "0.0", -1.81, -2.96, -0.67), effect("model.pool", "overlapping", "non_overlapping", 1.77, 0.63, 2.92),
+            effect("model.norm", "lrn", "batchnorm", -7.13, -8.28, -5.98), effect("data.augment", "paper", "none", -1.84, -2.99, -0.69), interaction,
+        ]},
+    }  # fmt: skip
+    for name, entry in studies.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(entry))
+    lines = write_summary(tmp_path).read_text().splitlines()
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines if line.startswith(("| model.", "| data."))}
+    assert "| dropout/changed | -1.67 [-3.08, -0.25] | real | yes |" in rows["model.dropout: 0.5 → 0.0"]
+    assert "| pooling/changed | +1.55 [-0.76, +3.87] | within noise | yes |" in rows["model.pool: overlapping → non_overlapping"]
+    assert "| normalization/changed | -2.28 [-2.65, -1.92] | real | no: the intervals do not overlap |" in rows["model.norm: lrn → batchnorm"]
+    assert "not run in this store" in rows["data.augment: paper → none"]
+    assert len(rows) == 4  # main effects only
+
+    for name in ("dropout", "pooling", "normalization"):
+        (tmp_path / name / "summary.json").unlink()
+    assert "| ablation | variant |" not in write_summary(tmp_path).read_text()
