@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -245,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-name", default=None)
     parser.add_argument("--config-dir", type=Path, default=None, help="default: configs/ ($ABLATION_CONFIGS)")
     args = parser.parse_intermixed_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C, and a study stopping its runs (SIGINT), interrupt training even where this process
+        # started with SIGINT ignored, as it does in the background of a script or under a test worker
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     cfg = load_config(args.overrides, args.profile, args.config_dir)
     start = time.time()
     try:
