@@ -49,6 +49,8 @@ def run_logger(experiment: str, run_name: str | None, run_id: str | None, tags: 
         def finalize(self, status: str = "success") -> None:
             pass
 
+    if run_id is None:
+        tracking.experiment_id(experiment)  # created here, so that its artifacts go where the store keeps them
     return RunLogger(experiment_name=experiment, run_name=run_name, run_id=run_id, tracking_uri=tracking.tracking_uri(), tags=tags)
 
 
