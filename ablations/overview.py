@@ -78,10 +78,10 @@ def write_summary(out_dir: Path | None = None) -> Path | None:
             (key,), ((low, high),) = eff["term"], eff["levels"]
             mine = f"{eff['effect']:+.2f} [{eff['lo']:+.2f}, {eff['hi']:+.2f}]"
             verdict = "real" if eff["real"] else "within noise"
-            others = _one_at_a_time(entries, key, low, high) or [("not run", None, None)]
+            others = _one_at_a_time(entries, key, low, high) or [("not run in this store", None, None)]
             for where, d, noise in others:
                 if d is None:
-                    lines.append(f"| {key}: {low} → {high} | {mine} | {verdict} | not run in this store | | | |")
+                    lines.append(f"| {key}: {low} → {high} | {mine} | {verdict} | {where} | | | |")
                     continue
                 overlap = d.lo * 100 <= eff["hi"] and eff["lo"] <= d.hi * 100
                 shown = f"{d.mean * 100:+.2f} [{d.lo * 100:+.2f}, {d.hi * 100:+.2f}]"

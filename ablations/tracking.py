@@ -67,9 +67,15 @@ def configure() -> str:
                 f"MLflow tracking server {uri} is not reachable ({err}). Start it (make server), "
                 "or unset MLFLOW_TRACKING_URI to use the local store sqlite:///mlflow.db"
             ) from None
-    if uri.startswith("sqlite:///"):
-        _create_sqlite_store(Path(uri.removeprefix("sqlite:///")))
+    db = _sqlite_file(uri)
+    if db is not None:
+        _create_sqlite_store(db)
     return uri
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a SQLite store's URI; None for any other store."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 def _create_sqlite_store(path: Path) -> None:
@@ -138,10 +144,8 @@ def _artifact_location(name: str) -> str | None:
     """A SQLite store keeps its experiments' artifacts beside it (<its folder>/mlruns/<name>),
     not in whichever folder the process that created the experiment started in (MLflow's
     default, ./mlruns). A server keeps its own; another database: MLflow's default."""
-    uri = tracking_uri()
-    if not uri.startswith("sqlite:///"):
-        return None
-    return (Path(uri.removeprefix("sqlite:///")).parent / "mlruns" / name).resolve().as_uri()
+    db = _sqlite_file(tracking_uri())
+    return None if db is None else (db.parent / "mlruns" / name).resolve().as_uri()
 
 
 def create_run(experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
