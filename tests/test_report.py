@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from ablations import tracking
 from core.paths import ROOT
 from tests.helpers import client
 
@@ -15,7 +16,7 @@ FINAL = {("relu", 0): 0.30, ("relu", 1): 0.40, ("relu", 2): 0.50, ("tanh", 0): 0
 def _crafted_study(store: str) -> str:
     """An 'activation' study as a real one leaves it, with chosen final val_err1 values."""
     c = client(store)
-    exp = c.create_experiment("activation")
+    exp = tracking.experiment_id("activation")  # as a study creates it: its artifacts beside the store
     parent = c.create_run(exp, run_name="activation-crafted", tags={"study": "true", "ablation": "activation", "profile": "smoke"}).info.run_id
     c.log_param(parent, "variants", "relu,tanh")
     c.log_param(parent, "seeds", "0,1,2")
