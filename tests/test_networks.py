@@ -104,12 +104,18 @@ def _lrn_by_the_equation(a: torch.Tensor, n=5, k=2.0, alpha=1e-4, beta=0.75) -> 
     return b
 
 
-def test_lrn_gradient_matches_the_equations():
+@pytest.mark.parametrize("beta", [0.75, 0.6])  # the paper's (two roots) and any other (a power)
+def test_lrn_gradient_matches_the_equations(beta):
     a = (torch.randn(2, 7, 3, 3, dtype=torch.float64) * 30).requires_grad_()
-    torch.autograd.gradcheck(PaperLRN(), (a,))
-    (grad,) = torch.autograd.grad(PaperLRN()(a).square().sum(), a)
-    (expected,) = torch.autograd.grad(_lrn_by_the_equation(a).square().sum(), a)
+    torch.autograd.gradcheck(PaperLRN(beta=beta), (a,))
+    weights = torch.randn_like(a)  # a loss whose gradient differs per map, so a wrong window shows
+    (grad,) = torch.autograd.grad((PaperLRN(beta=beta)(a) * weights).sum(), a)
+    (expected,) = torch.autograd.grad((_lrn_by_the_equation(a, beta=beta) * weights).sum(), a)
     torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
+    # channels_last, as the suite trains on the CPU: the same values and gradients
+    last = a.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    (grad_last,) = torch.autograd.grad((PaperLRN(beta=beta)(last) * weights).sum(), last)
+    torch.testing.assert_close(grad_last, expected, rtol=1e-10, atol=1e-12)
 
 
 def test_lrn_matches_the_paper_equation():
