@@ -109,6 +109,7 @@ class LocalLauncher:
         self._procs: dict[int, subprocess.Popen | _Forked] = {}
         self._free = list(range(self.slots))
         self._lock = threading.Lock()
+        self._stopped = False  # set by stop(): no process starts after it
 
     def _env(self, slot: int) -> dict[str, str]:
         """Slot k gets GPUs k*gpus .. (k+1)*gpus - 1 of those visible; with fewer GPUs than
@@ -136,8 +137,11 @@ class LocalLauncher:
         with self._lock:
             slot = self._free.pop(0)
         try:
-            proc = self._start(spec, run_id, slot)
-            self._procs[proc.pid] = proc
+            with self._lock:  # a process starts before stop() looks, or not at all
+                if self._stopped:
+                    return Ended(-signal.SIGINT, "study interrupted before this run started")
+                proc = self._start(spec, run_id, slot)
+                self._procs[proc.pid] = proc
             tracking.set_tags(run_id, {tracking.LAUNCHER: self.name, HOST_TAG: HOST, PID_TAG: proc.pid})
             tail = relay(proc.stdout, self.say, f"[{spec.name}] " if self.slots > 1 else "  ")
             code = proc.wait()
@@ -153,7 +157,9 @@ class LocalLauncher:
 
     def stop(self) -> None:
         """Ctrl-C: each training process gets SIGINT, marks its run KILLED and exits."""
-        procs = list(self._procs.values())
+        with self._lock:
+            self._stopped = True
+            procs = list(self._procs.values())
         for proc in procs:
             proc.send_signal(signal.SIGINT)
         for proc in procs:
@@ -204,8 +210,6 @@ class _Forked:
 def _train_in_child(args: list[str], env: dict[str, str], cwd: str, log: str) -> None:
     """In the forked child: the environment, directory and output a new process would
     have, then ablations.train's main; its exit code is the process's."""
-    import sys
-
     fd = os.open(log, os.O_WRONLY | os.O_APPEND)
     os.dup2(fd, 1)
     os.dup2(fd, 2)

@@ -119,7 +119,7 @@ def expand_tuning(
     for variant in _order(ablation):
         budget = ex.budget(variant) | stop
         for values in candidates.get(variant, []):
-            tags = {tracking.TUNING: "true"} | {f"tune.{k}": str(v) for k, v in values.items()}
+            tags = {tracking.TUNING: "true"} | {f"{tracking.TUNE_PREFIX}{k}": str(v) for k, v in values.items()}
             runs += [ex.spec(variant, seed, ex.layered(variant, budget, values), tags=tags, label=_label(values)) for seed in tune.seeds]
     return runs
 

@@ -13,7 +13,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ def collect(name: str, parent_id: str | None = None) -> tuple[list[RunResult], d
     parent = tracking.get_run(parent_id) if parent_id else tracking.newest_study(name)
     if parent is None:
         raise ConfigError(f"no '{name}' study in {tracking.tracking_uri()}: run `make ablate-{name}` first")
+    # (stores written before 609e4e4 also hold aggregate runs, tagged aggregate=true)
     runs = [r for r in tracking.study_children(parent) if r.info.status == "FINISHED" and r.data.tags.get("aggregate") != "true"]
     runs = [r for r in runs if r.data.tags.get(tracking.TUNING) != "true"]
     params = parent.data.params
@@ -46,7 +47,7 @@ def collect(name: str, parent_id: str | None = None) -> tuple[list[RunResult], d
         "parent_id": parent.info.run_id,
         "parent_name": parent.info.run_name,
         "profile": parent.data.tags.get(tracking.PROFILE, ""),
-        "variants": params.get("variants", "").split(","),
+        "variants": [v for v in params.get("variants", "").split(",") if v],
         "overrides": params.get("overrides", ""),
         "seeds": params.get("seeds", ""),
         "tuned": parent.data.tags.get(tracking.TUNED) == "true",
@@ -70,7 +71,6 @@ class VariantRow:
     epoch_time: Stat
     vs_baseline: Comparison | None = None
     ratio_epochs: Stat | None = None  # epochs to 25%, variant / reference
-    seeds: list[int] = field(default_factory=list)
     reference: str = ""  # the variant it is measured against: the baseline, or the file's compare
 
 
@@ -94,7 +94,6 @@ def analyse(results: list[RunResult], order: list[str], baseline: str, compare: 
             gap=describe([r.final("val_err1") - r.clean_train_err1 for r in rs]),
             epochs_to_25=describe([r.epochs_to() for r in rs]),
             epoch_time=describe([float(np.median(r.curves["epoch_time_s"])) if r.curves.get("epoch_time_s") else math.nan for r in rs]),
-            seeds=sorted(by_seed[v]),
             reference=ref,
         )
         base = by_seed.get(ref, {})
@@ -263,7 +262,7 @@ def tuning_section(
     if shared is not None:
         results, _ = collect(name, shared.info.run_id)
         shared_rows = {r.variant: r for r in analyse(results, order, baseline, compare)} if results else {}
-        shared_value = tracking.get_run(results[0].run_id).data.params.get(key, "?") if results else "?"
+        shared_value = results[0].params.get(key, "?") if results else "?"
         lines += ["", f"### At one shared {key} and each at its best", "",
                   f"The newest study of this ablation at the shared {key} ({shared_value}), `{shared.info.run_name}`, beside this one.", "",
                   _row(["variant", "shared: val top-1 err", "shared: epochs to 25%", "shared: ratio", f"tuned: {key}", "tuned: val top-1 err",
@@ -286,13 +285,13 @@ def write_report(name: str, parent_id: str | None = None, config_dir: Path | Non
         description, baseline, declared, tune, compare, design = "", None, [], None, {}, None
     results, meta = collect(name, parent_id)
     if not results:
-        raise ConfigError(f"the newest '{name}' study has no finished runs to report")
+        raise ConfigError(f"the {'' if parent_id else 'newest '}'{name}' study has no finished runs to report")
     folder = out_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     if design is not None:
         text, files, entry = _factorial_report(name, description, design, results, meta, folder)
         return _finish(name, folder, text, files, entry, meta, out_dir)
-    order = [v for v in (meta["variants"] or declared) if v] or sorted({r.variant for r in results})
+    order = meta["variants"] or declared or sorted({r.variant for r in results})
     order += sorted({r.variant for r in results} - set(order))
     baseline = baseline if baseline in order else order[0]
     order = [baseline] + [v for v in order if v != baseline]

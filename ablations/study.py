@@ -1,7 +1,8 @@
 """Run an ablation study: every variant over several seeds, each in its own process.
 
-    python -m ablations.study NAME [--profile P] [--seeds 3|0,1,2] [--gpus N]
-                              [--parallel K] [--force] [key=value ...]
+    python -m ablations.study NAME [--profile P] [--seeds 3|0,1,2] [--gpus N] [--parallel K]
+                              [--force] [--tune] [--launcher local|slurm] [--slurm "k=v ..."]
+                              [--no-wait] [--config-dir DIR] [key=value ...]
 
 MLflow layout: experiment NAME; one parent run per invocation (tag `study`);
 one child run per variant and seed, named `<variant>-seed<k>`, nested under the
@@ -30,7 +31,7 @@ from ablations.spec import load_ablation, parse_seeds
 from core.errors import EXIT_FAILED, EXIT_INTERRUPTED, ConfigError, run_command
 
 _print_lock = threading.Lock()
-_DONE = ("FINISHED", "SKIPPED", "REUSED", "FAILED")  # outcomes whose run has a result (a loss, for FAILED)
+_DONE = ("FINISHED", "SKIPPED", "REUSED", "BUSY", "FAILED")  # outcomes whose run has a result (a loss, for FAILED)
 
 
 def say(line: str) -> None:
@@ -63,13 +64,16 @@ def _sigterm_as_ctrl_c():
         signal.signal(signal.SIGTERM, previous)
 
 
+class TuningFailed(Exception):
+    """Tuning left a variant without a value to train it at."""
+
+
 @dataclass
 class Outcome:
     spec: RunSpec
     run_id: str
     status: str  # FINISHED, SKIPPED, REUSED, BUSY, SUBMITTED, FAILED, KILLED
     reason: str = ""
-    seconds: float = 0.0
 
 
 class Executor:
@@ -105,8 +109,21 @@ class Executor:
             tracking.set_running(run_id)
         say(f"{'resume' if decision.action == 'resume' else 'start'}  {spec.name} (run {run_id})")
         start = time.time()
-        ended = self.launcher.train(spec, run_id)
+        try:
+            ended = self.launcher.train(spec, run_id)
+        except Exception as err:  # its process could not start: this run fails, the others go on
+            ended = Ended(1, f"error: its training process could not start: {type(err).__name__}: {err}")
         return self._settle(spec, run_id, ended, time.time() - start)
+
+    def guarded(self, spec: RunSpec, parent_id: str, experiment_id: str) -> Outcome:
+        """`one`, with any error it did not expect (the store refusing a write) made that
+        run's FAILED outcome: the other runs go on."""
+        try:
+            return self.one(spec, parent_id, experiment_id)
+        except Exception as err:
+            why = f"{type(err).__name__}: {err}"
+            say(f"failed {spec.name}: {why}")
+            return Outcome(spec, "", "FAILED", why)
 
     def _wait_for(self, spec: RunSpec, run_id: str) -> Outcome:
         """Another study process trains this run: wait for it to end, and count its outcome."""
@@ -128,7 +145,7 @@ class Executor:
         run = tracking.get_run(run_id)
         if ended.code == 0 and run.info.status == "FINISHED":
             say(f"done   {spec.name} in {seconds:.0f} s")
-            return Outcome(spec, run_id, "FINISHED", seconds=seconds)
+            return Outcome(spec, run_id, "FINISHED")
         own = run.data.tags.get(tracking.FAILURE)  # the training process ended the run itself
         why = reason(ended, own)
         status = "KILLED" if self.stopping or ended.code in (-signal.SIGINT, EXIT_INTERRUPTED) else "FAILED"
@@ -137,13 +154,13 @@ class Executor:
         if "NonFiniteLoss" in why:
             tracking.set_tags(run_id, {tracking.DIVERGED: "true"})
         say(f"{status.lower():6} {spec.name}: {why.splitlines()[-1] if why else ''}")
-        return Outcome(spec, run_id, status, why, seconds)
+        return Outcome(spec, run_id, status, why)
 
     def run_all(self, specs: list[RunSpec], parent_id: str, experiment_id: str) -> tuple[list[Outcome], bool]:
         """Every run in `specs`, `slots` at a time; on Ctrl-C or SIGTERM the running ones are stopped."""
         outcomes: list[Outcome] = []
         with _sigterm_as_ctrl_c(), ThreadPoolExecutor(max_workers=self.launcher.slots) as pool:
-            pending = {pool.submit(self.one, spec, parent_id, experiment_id) for spec in specs}
+            pending = {pool.submit(self.guarded, spec, parent_id, experiment_id) for spec in specs}
             try:
                 while pending:
                     done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -175,6 +192,7 @@ class Study:
         self.tune = self.ablation.tune if tune else None
         self.run_args, self.seeds = run_args, seeds
         self.runs = expand(self.ablation, self.profile, run_args, seeds, gpus, config_dir)
+        self.tuning_runs: list[RunSpec] = []
         if self.tune:  # every candidate's config (the grid, or the ends of Optuna's ranges) is checked before anything runs
             grid = {v: tuning.grid(self.tune) for v in self.ablation.variants}
             self.tuning_runs = expand_tuning(self.ablation, grid, self.profile, run_args, gpus, config_dir)
@@ -182,12 +200,13 @@ class Study:
 
     def preflight(self) -> None:
         """Everything that can be wrong with the input, found before any run starts:
-        devices, the store, the data (loaded once per data config) and the networks."""
+        devices, the store, the data (loaded once per data config) and the networks, for the
+        study's runs and its tuning runs (whose budget may change the data)."""
         from lightning_modules.networks import build_network
 
         tracking.configure()
         classes: dict[str, int] = {}
-        for spec in self.runs:
+        for spec in self.runs + self.tuning_runs:
             cfg = spec.config
             assemble.check_devices(cfg)
             key = repr(cfg.data) + str(assemble.image_size(cfg))
@@ -223,7 +242,10 @@ class Study:
         chosen = tuning.choose(tuning.candidates(runs, t), t, variants)
         missing = [v for v in variants if v not in chosen]
         if missing:
-            raise RuntimeError(f"tuning found no candidate for {', '.join(missing)}: every tuning run of it is running elsewhere or failed to start")
+            raise TuningFailed(
+                f"tuning found no usable value for {', '.join(missing)}: each candidate failed (see the tuning runs' "
+                "failure_reason tags) or is being trained by another study process; widen or move tune.space, or wait for it"
+            )
         tracking.log_params(parent_id, {f"tuned.{v}.{k}": value for v, values in chosen.items() for k, value in values.items()})
         for v, values in chosen.items():
             say(f"tuned  {v}: " + ", ".join(f"{k}={value:g}" if isinstance(value, float) else f"{k}={value}" for k, value in values.items()))
@@ -236,6 +258,20 @@ class Study:
         if self.args:  # the report's reproduce line repeats them
             params["overrides"] = " ".join(self.args)
         experiment_id, parent_id = tracking.create_study(self.ablation.name, self.ablation.description, self.profile or "", params)
+        try:
+            return self._run(experiment_id, parent_id)
+        except TuningFailed as err:
+            tracking.finish(parent_id, "FAILED")
+            say(f"study '{self.ablation.name}' failed: {err}")
+            return EXIT_FAILED
+        except KeyboardInterrupt:
+            tracking.finish(parent_id, "KILLED")
+            raise
+        except Exception:  # a bug or a store that went away: the parent does not stay RUNNING
+            tracking.finish(parent_id, "FAILED")
+            raise
+
+    def _run(self, experiment_id: str, parent_id: str) -> int:
         tracking.set_tags(parent_id, {tracking.TUNED: str(bool(self.tune)).lower()})
         n, v = len(self.runs), len(self.ablation.variants)
         tuned = f", after {len(self.tuning_runs)} tuning runs" if self.tune and self.tune.search == "grid" else ", after tuning" if self.tune else ""
@@ -263,18 +299,19 @@ class Study:
                 f"when they are done: make report-{self.ablation.name}")  # fmt: skip
             return 0
         failed = [o for o in outcomes if o.status in ("FAILED", "KILLED")]
+        report_ok = True
         try:
             from ablations.report import write_report
 
             say(f"report: {write_report(self.ablation.name, parent_id=parent_id, config_dir=self.config_dir)}")
         except Exception as err:  # the runs are safe in MLflow; say why the report is missing
-            say(f"report failed: {type(err).__name__}: {err}")
-            failed.append(Outcome(self.runs[0], parent_id, "FAILED", f"report: {err}"))
-        tracking.finish(parent_id, "FAILED" if failed else "FINISHED")
+            say(f"report failed: {type(err).__name__}: {err}; the runs are in the store: make report-{self.ablation.name} writes it again")
+            report_ok = False
+        tracking.finish(parent_id, "FINISHED" if report_ok and not failed else "FAILED")
         _say_outcomes(self.ablation.name, outcomes, failed)
         say(f"browse it: make ui, then open {tracking.study_link(experiment_id, view)}")
         say(f"  (its variants' mean curves over seeds: {tracking.study_link(experiment_id, view, chart=True)})")
-        return EXIT_FAILED if failed else 0
+        return 0 if report_ok and not failed else EXIT_FAILED
 
 
 def _say_outcomes(name: str, outcomes: list[Outcome], failed: list[Outcome]) -> None:

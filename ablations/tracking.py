@@ -36,7 +36,8 @@ REUSED_FROM = "reused_from"  # a copied run: the run that trained it
 FAILURE = "failure_reason"
 DIVERGED = "diverged"
 LAUNCHER = "launcher"  # how the run's process was started, and the launcher's handle on it
-TUNING = "tuning"  # "true" on a tuning run; its candidate values are tagged tune.<key>
+TUNING = "tuning"  # "true" on a tuning run
+TUNE_PREFIX = "tune."  # a tuning run's candidate values: tags tune.<key> = str(value)
 TUNED = "tuned"  # on a parent: "true" when the study tuned its variants (their values: params tuned.<variant>.<key>)
 TUNING_RUNS = "tuning_runs"  # on a parent: its tuning runs' ids
 STUDIES = "studies"  # on a run: the parent runs of the studies that count it (it may have trained for an earlier one)
@@ -210,7 +211,7 @@ def finished_elsewhere(config_hash: str):
     which every ablation shares), or None. Copies are not sources."""
     ids = [e.experiment_id for e in retry(client().search_experiments)]
     runs = search(ids, f"tags.{CONFIG_HASH} = '{config_hash}' and attributes.status = 'FINISHED'", max_results=50)
-    runs = [r for r in runs if REUSED_FROM not in r.data.tags and r.data.tags.get("aggregate") != "true"]
+    runs = [r for r in runs if REUSED_FROM not in r.data.tags and r.data.tags.get("aggregate") != "true"]  # as report.collect
     return runs[0] if runs else None
 
 
@@ -268,7 +269,7 @@ def save_study_view(experiment_id: str, parent_id: str, name: str) -> str:
     """A saved view of the experiment's runs page showing this study: its runs, grouped by
     variant (the group's mean over seeds, and a min-max band in Chart view), with the
     variant, seed and error columns. Returns the key that ?viewStateShareKey= opens."""
-    columns = ["tags.`variant`", "tags.`seed`", "metrics.`val_err1`", "metrics.`train_err1`", "metrics.`train_clean_err1`", "attributes.`Description`"]
+    columns = ["tags.`variant`", "tags.`seed`", "metrics.`val_err1`", "metrics.`train_err1`", f"metrics.`{CLEAN_TRAIN_ERR}`", "attributes.`Description`"]
     state = {
         "searchFilter": f"tags.{STUDIES} LIKE '%{parent_id}%'",
         "orderByKey": "attributes.start_time",

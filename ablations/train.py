@@ -4,7 +4,8 @@
 
 Used directly by `make train`, and by the studies, which create the MLflow run
 first and pass `--run-id`. Exit codes: 0 finished, 1 the run failed (it is
-marked FAILED in MLflow with the reason), 2 bad input (nothing was trained),
+marked FAILED in MLflow with the reason), 2 bad input (found before training, except an
+image file that cannot be decoded: it is found when first read),
 130 interrupted (the run is marked KILLED).
 """
 
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     try:
         run_id = run(cfg, run_id=args.run_id, experiment=args.experiment, run_name=args.run_name)
-    except USAGE_ERRORS:  # bad data, devices or store, found before training
+    except USAGE_ERRORS:  # bad data, devices or store (found before training, but for an undecodable image)
         raise
     except (Interrupted, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)

@@ -21,7 +21,7 @@ from ablations import tracking
 from ablations.runs import read_run
 from ablations.spec import Tune
 
-PREFIX = "tune."  # a tuning run's candidate values are tagged tune.<key>
+PREFIX = tracking.TUNE_PREFIX
 
 
 @dataclass
@@ -29,6 +29,11 @@ class Candidate:
     variant: str
     values: dict[str, Any]
     scores: list[tuple[float, float]] = field(default_factory=list)  # per seed: (objective, tie-break)
+
+    @property
+    def lost(self) -> bool:
+        """A seed FAILED (or nothing was scored): never chosen, not even as the least bad."""
+        return math.isinf(self.score[1])
 
     @property
     def score(self) -> tuple[float, float]:
@@ -58,8 +63,12 @@ def score(run, tune: Tune) -> tuple[float, float]:
 
 
 def _values(run, tune: Tune) -> dict[str, Any]:
+    """A tuning run's candidate values, read back from its tags (written as str(value)):
+    a grid value is the grid's own (so False stays False and 0 stays 0), Optuna's a float."""
     tags = run.data.tags
-    return {k: type(tune.space[k][0])(tags[PREFIX + k]) if k in tune.space else tags[PREFIX + k] for k in tune.space}
+    if tune.search == "optuna":
+        return {k: float(tags[PREFIX + k]) for k in tune.space}
+    return {k: {str(x): x for x in tune.space[k]}.get(tags[PREFIX + k], tags[PREFIX + k]) for k in tune.space}
 
 
 def candidates(runs: list, tune: Tune) -> list[Candidate]:
@@ -68,7 +77,7 @@ def candidates(runs: list, tune: Tune) -> list[Candidate]:
     for run in runs:
         values = _values(run, tune)
         variant = run.data.tags.get(tracking.VARIANT, "?")
-        key = (variant, tuple(sorted(values.items())))
+        key = (variant, _key(values))
         out.setdefault(key, Candidate(variant, values)).scores.append(score(run, tune))
     return list(out.values())
 
@@ -79,14 +88,14 @@ def choose(found: list[Candidate], tune: Tune, variants: list[str]) -> dict[str,
     if tune.per_variant:
         best = {}
         for v in variants:
-            mine = [c for c in found if c.variant == v]
+            mine = [c for c in found if c.variant == v and not c.lost]
             if mine:
                 best[v] = min(mine, key=lambda c: c.score).values
         return best
     pooled: dict[tuple, list[tuple[float, float]]] = {}
     for c in found:
-        pooled.setdefault(tuple(sorted(c.values.items())), []).append(c.score)
-    complete = {k: s for k, s in pooled.items() if len(s) == len(variants)}
+        pooled.setdefault(_key(c.values), []).append(c.score)
+    complete = {k: s for k, s in pooled.items() if len(s) == len(variants) and not any(math.isinf(x[1]) for x in s)}
     if not complete:
         return {}
     values = dict(min(complete, key=lambda k: tuple(sum(x[i] for x in complete[k]) / len(variants) for i in (0, 1))))
@@ -132,6 +141,7 @@ class OptunaSearch:
         self.studies = {g: optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed)) for g in groups}
         self.dist = {k: optuna.distributions.FloatDistribution(lo, hi, log=True) for k, (lo, hi) in tune.space.items()}
         self.pending: dict[tuple, Any] = {}  # (group, values) -> the trial asked for them
+        self.told: set[tuple] = set()  # (group, values) told to the study
 
     def _score(self, group: str, values: dict[str, Any], found: list[Candidate]) -> float | None:
         mine = [c for c in found if _key(c.values) == _key(values) and group in ("*", c.variant)]
@@ -141,18 +151,21 @@ class OptunaSearch:
         return mean if math.isfinite(mean) else 1e9  # a loss Optuna can rank
 
     def tell(self, found: list[Candidate]) -> None:
+        """Each scored candidate once per study: the trial that asked for it, or (a candidate
+        trained before this process, e.g. before an interruption) a trial added for it. The
+        trial keeps Optuna's unrounded values, so what was told is kept here, by the rounded."""
         for group, study in self.studies.items():
-            known = {_key(t.params) for t in study.trials if t.state.is_finished()}
             for values in {_key(c.values): c.values for c in found}.values():
                 value = self._score(group, values, found)
-                if value is None or _key(values) in known:
+                if value is None:
                     continue
-                trial = self.pending.pop((group, _key(values)), None)
-                if trial is not None:
+                key = (group, _key(values))
+                trial = self.pending.pop(key, None)
+                if trial is not None:  # also when it asked again for a candidate told before
                     study.tell(trial, value)
-                else:
+                elif key not in self.told:
                     study.add_trial(self.optuna.trial.create_trial(params=values, distributions=self.dist, value=value))
-                known.add(_key(values))
+                self.told.add(key)
 
     def ask(self) -> dict[str, list[dict[str, Any]]]:
         """At most one new candidate per study (3 significant digits, so configs repeat exactly)."""

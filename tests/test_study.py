@@ -205,3 +205,49 @@ def test_a_sqlite_store_keeps_its_artifacts_beside_it(store, tmp_path, monkeypat
     tracking.configure()
     exp = MlflowClient().get_experiment(tracking.experiment_id("pooling"))
     assert exp.artifact_location == (tmp_path / "mlruns" / "pooling").as_uri()
+
+
+class _CannotStart:
+    """A launcher whose processes cannot start (as a fork fails when memory runs out):
+    the suite's own launcher interface, so that an error inside one run's thread can be
+    made to happen."""
+
+    name, slots = "local", 2
+
+    def train(self, spec, run_id):
+        raise OSError("cannot allocate memory")
+
+    def flush(self):
+        return []
+
+    def stop(self):
+        pass
+
+
+def test_an_error_in_one_run_fails_that_run_not_the_study(store):
+    """The error becomes the run's FAILED outcome with its reason; every other run still
+    gets its turn, the parent ends FAILED (not RUNNING) and the study exits 1."""
+    from ablations.study import Study
+
+    s = Study("pooling", "smoke", seeds=[0], launcher=_CannotStart())
+    assert s.run() == 1
+    parents, children = study(store, "pooling")
+    assert [p.info.status for p in parents] == ["FAILED"]
+    assert len(children) == 2 and all(c.info.status == "FAILED" for c in children)
+    assert all("could not start: OSError: cannot allocate memory" in c.data.tags["failure_reason"] for c in children)
+    assert {c.data.tags.get("variant") for c in children} == {"overlapping", "non_overlapping"}
+
+
+def test_no_training_process_starts_after_the_launcher_was_stopped(store):
+    """Ctrl-C stops the processes that run; a run whose thread was about to start one when
+    it came must not start it (the study would wait for that whole run to train)."""
+    import signal
+
+    from ablations.launch import LocalLauncher
+
+    launcher = LocalLauncher(parallel=2)
+    launcher.stop()
+    spec = expand(load_ablation("pooling"), profile="smoke", args=[], seeds=[0])[0]
+    ended = launcher.train(spec, "no-run")
+    assert ended.code == -signal.SIGINT and "before this run started" in ended.tail
+    assert sorted(launcher._free) == [0, 1]  # its slot is back

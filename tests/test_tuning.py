@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 
@@ -113,6 +114,51 @@ def test_choose_per_variant_shared_and_edges(store):
     assert "lowest" in tuning.at_edge(tune, {"tanh": {"optim.lr": 0.001}})[0]
 
 
+def test_a_variant_whose_every_candidate_failed_gets_no_value(store):
+    """Not the least bad of its failures (the first, as min over equal infinities would give)."""
+    tune = parse_tune({"space": {"optim.lr": [0.1, 1.0]}}, "x")
+    found = tuning.candidates(_crafted(store, {"relu": {0.1: 0.3, 1.0: None}, "tanh": {0.1: None, 1.0: None}}), tune)
+    assert tuning.choose(found, tune, ["relu", "tanh"]) == {"relu": {"optim.lr": 0.1}}
+    shared = parse_tune({"space": {"optim.lr": [0.1, 1.0]}, "per_variant": False}, "x")
+    assert tuning.choose(found, shared, ["relu", "tanh"]) == {}  # no value trains both
+
+
+def test_candidate_values_read_back_as_the_grid_wrote_them():
+    """Tags hold str(value): the grid's own values come back (False is not bool('False'),
+    0.0005 is not int('0.0005') because the grid starts with 0), Optuna's as floats."""
+    grid = parse_tune({"space": {"data.ten_crop": [False, True], "optim.weight_decay": [0, 0.0005]}}, "x")
+    run = SimpleNamespace(data=SimpleNamespace(tags={"tune.data.ten_crop": "False", "tune.optim.weight_decay": "0.0005"}))
+    assert tuning._values(run, grid) == {"data.ten_crop": False, "optim.weight_decay": 0.0005}
+    run.data.tags["tune.optim.weight_decay"] = "0"
+    assert tuning._values(run, grid)["optim.weight_decay"] == 0
+    optuna = parse_tune({"space": {"optim.lr": {"min": 0.001, "max": 0.1}}, "search": "optuna"}, "x")
+    assert tuning._values(SimpleNamespace(data=SimpleNamespace(tags={"tune.optim.lr": "0.0123"})), optuna) == {"optim.lr": 0.0123}
+
+
+def test_optuna_search_trains_its_trials_and_tells_each_once():
+    """Round by round as the study drives it: ask, train (here: a planted score, best at
+    lr 0.01), tell everything found so far. It must ask for `trials` candidates per
+    variant, not fewer (a told candidate told again counted as a trial of its own), and
+    a new search over the same results (a resumed study) must ask for nothing more."""
+    tune = parse_tune({"space": {"optim.lr": {"min": 0.0001, "max": 1.0}}, "search": "optuna", "trials": 6}, "x")
+    search, found, rounds = tuning.OptunaSearch(tune, ["relu", "tanh"]), [], 0
+    while True:
+        search.tell(found)
+        asked = search.ask()
+        if not asked:
+            break
+        rounds += 1
+        for variant, candidates in asked.items():
+            for values in candidates:
+                found.append(tuning.Candidate(variant, values, [((math.log10(values["optim.lr"]) + 2) ** 2, 0.0)]))
+    assert rounds == 6 and len(found) == 12
+    for optuna_study in search.studies.values():
+        assert len(optuna_study.trials) == 6 and all(t.state.name == "COMPLETE" for t in optuna_study.trials)
+    resumed = tuning.OptunaSearch(tune, ["relu", "tanh"])
+    resumed.tell(found)
+    assert resumed.ask() == {} and all(len(s.trials) == len({tuning._key(c.values) for c in found if c.variant == v}) for v, s in resumed.studies.items())
+
+
 def test_time_to_target_objective_ranks_by_epochs_then_by_final_error(store):
     tune = parse_tune({"space": {"optim.lr": [0.01, 0.1]}, "objective": "epochs_to_train_err", "target": 0.25}, "x")
     c = client(store)
@@ -136,3 +182,21 @@ def test_a_bad_tune_block_exits_2_before_anything_runs(store, configs):
     proc = run_cli("ablations.study", "pooling", "--profile", "smoke", "--tune")
     assert proc.returncode == 2 and "no tune: block" in proc.stderr, show(proc)
     assert not tracking.newest_study("pooling")
+    # the tuning runs' own configs are checked too: a budget with fewer images than a batch
+    tiny = "baseline: a\nvariants: {a: {}}\ntune: {space: {optim.lr: [0.1, 0.2]}, budget: {data.train_size: 16}}\n"
+    (configs / "ablations" / "tinytune.yaml").write_text(tiny)
+    proc = run_cli("ablations.study", "tinytune", "--profile", "smoke", "--tune")
+    assert proc.returncode == 2 and "fewer than data.batch_size=32" in proc.stderr, show(proc)
+    assert not tracking.newest_study("tinytune")
+
+
+def test_a_study_whose_every_candidate_diverges_fails_clearly(store, configs):
+    """Every rate diverges (FAILED, non-finite loss): the study says so, marks its parent
+    FAILED and exits 1, instead of training the variant at the first failed rate."""
+    (configs / "ablations" / "hopeless.yaml").write_text("baseline: a\nseeds: 1\nvariants: {a: {}}\ntune: {space: {optim.lr: [1.0e+4, 1.0e+5]}, seeds: 1}\n")
+    proc = run_cli("ablations.study", "hopeless", "--profile", "smoke", "--tune", "model.norm=none", timeout=300)
+    assert proc.returncode == 1, show(proc)
+    assert "tuning found no usable value for a" in proc.stdout, show(proc)
+    parents, tuning_runs, trained = _children(store, "hopeless")
+    assert [p.info.status for p in parents] == ["FAILED"] and not trained
+    assert len(tuning_runs) == 2 and all(r.info.status == "FAILED" for r in tuning_runs)
