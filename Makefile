@@ -52,7 +52,7 @@ lint: install ## ruff, and the import layers (lint-imports: contracts in pyproje
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 
-test: install ## the test suite without the heavy end-to-end tests (about 7 minutes on 2 cores)
+test: install ## the test suite without the heavy end-to-end tests (about 7 minutes on 2 CPU cores)
 	$(PY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 test-slow: install ## the heavy end-to-end tests: whole studies, DDP, SLURM, PostgreSQL, the browser (CI runs them)
@@ -65,7 +65,7 @@ train: install ## train one model: make train ARGS="model.activation=tanh"
 	$(PY) -m ablations.train --profile $(or $(PROFILE),demo) $(if $(DATA),data.name=$(DATA)) $(ARGS)
 
 summary: install ## per-layer table: make summary ARGS="model.arch=alexnet model.num_classes=1000"
-	$(PY) -m ablations.summary $(ARGS)
+	$(PY) -m ablations.summary $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATA),data.name=$(DATA)) $(ARGS)
 
 ablations: install ## list the ablations with their descriptions
 	@$(PY) -m ablations.catalog

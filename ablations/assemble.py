@@ -33,8 +33,9 @@ def accelerator(cfg: Config) -> str:
 
 
 def channels_last(cfg: Config) -> bool:
-    """trainer.channels_last=auto: channels-last on the CPU and on CUDA, where it was
-    measured faster (README, Performance), the default layout elsewhere."""
+    """trainer.channels_last=auto: channels-last on the CPU, where it was measured faster
+    (README, Performance), and on CUDA, where cuDNN's tensor-core convolutions expect it
+    (not yet measured here: no GPU); the default layout elsewhere."""
     if cfg.trainer.channels_last != "auto":
         return bool(cfg.trainer.channels_last)
     return accelerator(cfg) in ("cpu", "cuda")

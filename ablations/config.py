@@ -2,7 +2,8 @@
 
 A run is described by one `Config`: the paper's baseline (`configs/base.yaml`),
 the chosen architecture's own choices (`configs/archs/<arch>.yaml`, if any), then
-a profile, then the ablation variant, then command-line overrides, each a dotted
+a profile, then (in a study) the ablation file's overrides, the command line's and
+last the variant's own keys, so that a variant is always what it says; each a dotted
 `key=value`. Every layer is checked (`core.config.build`), so a typo or
 a bad value stops the program before anything is trained or written to MLflow.
 """
@@ -21,6 +22,7 @@ import yaml
 from core import paths
 from core.config import build, flatten, parse_overrides, read_yaml, require, unflatten
 from core.errors import ConfigError
+from core.keys import EXECUTION_KEYS
 from data.registry import DataConfig
 from lightning_modules.networks import ModelConfig
 from lightning_modules.optim import OptimConfig
@@ -53,15 +55,6 @@ class TrainerConfig:
         require(stop is None or 0 < stop < 1, "trainer.stop_at_train_err", stop, "null or an error rate in (0, 1)")
 
 
-# Keys that change where and how fast a run goes, not what it computes.
-EXECUTION_KEYS = frozenset(
-    {
-        "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.threads", "trainer.log_every_n_steps",
-        "trainer.channels_last", "trainer.system_metrics_s", "data.num_workers", "data.root", "data.download",
-    }
-)  # fmt: skip
-
-
 @dataclass
 class Config:
     seed: int = 0
@@ -88,8 +81,12 @@ class Config:
     def hash(self) -> str:
         """Identifies what is trained: equal hashes, the same experiment. Keys that
         only say where and how fast it runs (devices, threads, workers, logging,
-        memory format) are left out, so a run on 1 or 8 devices counts as the same."""
-        blob = json.dumps({k: v for k, v in self.flat().items() if k not in EXECUTION_KEYS}, sort_keys=True)
+        memory format) are left out, so a run on 1 or 8 devices counts as the same; so is
+        where a named dataset is kept, but an image folder's root is its dataset itself."""
+        counted = {k: v for k, v in self.flat().items() if k not in EXECUTION_KEYS}
+        if self.data.name == "imagefolder":
+            counted["data.root"] = str(Path(self.data.root).expanduser().resolve())
+        blob = json.dumps(counted, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def dump(self) -> str:

@@ -103,7 +103,7 @@ class Design:
     def alias_groups(self) -> list[list[tuple[str, ...]]]:
         """Main effects and two-factor interactions grouped by identical (or opposite)
         columns: the effects in a group cannot be told apart by this design. The first
-        of each group is the one estimated; a group that holds the intercept is lost."""
+        of each group is the one estimated."""
         groups: list[list[tuple[str, ...]]] = []
         reps: list[np.ndarray] = []
         for term in self.terms():
@@ -157,9 +157,13 @@ def parse_design(factors: Any, design: Any, where: str) -> Design:
         raise ConfigError(f"{where}: 'design' must be full, {{fraction: p}} or {{resolution: R}}, not {design!r}")
     table = GENERATORS.get(k, {})
     p, want = design.get("fraction"), design.get("resolution")
+    if p is None and want is None:
+        raise ConfigError(f"{where}: 'design' must be full, {{fraction: p}} or {{resolution: R}}, not {design!r}")
+    if want is not None and (not isinstance(want, int) or isinstance(want, bool)):
+        raise ConfigError(f"{where}: design.resolution is a whole number (3 for III, 4 for IV, 5 for V), not {want!r}")
     if p is None:
         fits = [q for q in sorted(table, reverse=True) if resolution(table[q]) >= want]
-        if not isinstance(want, int) or not fits:
+        if not fits:
             best = f"the best fraction, 2^({k}-1), has resolution {ROMAN.get(resolution(table[1]), '?')}" if table else "no fraction exists"
             raise ConfigError(f"{where}: no fractional design of {k} factors reaches resolution {want!r} ({best}); use design: full ({2**k} cells)")
         p = fits[0]

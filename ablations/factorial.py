@@ -63,18 +63,24 @@ def _frame(results: list[RunResult], design: Design, response: str):
 
 
 def analyse(results: list[RunResult], design: Design, response: str = "val_err1") -> Analysis | None:
-    """The model fit, or None when the runs leave no residual degrees of freedom."""
+    """The model fit, or None when the runs cannot estimate it: no residual degrees of
+    freedom, or effects the finished runs cannot tell apart (a cell without a finished run
+    in a fraction that needs them all: a fit would report every effect wrong)."""
     import statsmodels.formula.api as smf
     from statsmodels.stats.anova import anova_lm
 
     df = _frame(results, design, response)
+    if df.empty:
+        return None
     var = {k: f"x{i}" for i, k in enumerate(design.factors)}
-    kept = [group for group in design.alias_groups()]
+    kept = design.alias_groups()
     terms = [":".join(var[k] for k in group[0]) for group in kept]
     block = " + C(seed)" if df["seed"].nunique() > 1 else ""
     if len(df) <= len(terms) + 1 + (df["seed"].nunique() - 1 if block else 0):
         return None
     fit = smf.ols("y ~ " + " + ".join(terms) + block, data=df).fit()
+    if np.linalg.matrix_rank(fit.model.exog) < fit.model.exog.shape[1]:
+        return None
     ci = fit.conf_int(0.05)
     effects = []
     for group, t in zip(kept, terms, strict=True):
@@ -106,7 +112,11 @@ def section(results: list[RunResult], design: Design, folder: Path, name: str, r
     analysis = analyse(results, design, response)
     files: list[str] = []
     if analysis is None:
-        lines += ["Too few runs for an analysis: the model needs more runs than terms. Add seeds (SEEDS=...).", ""]
+        lines += [
+            "No analysis: the finished runs cannot separate the effects (a cell without a finished run, see the table of "
+            "cells) or leave no degrees of freedom for the noise. Run the study again to train what failed, or add seeds (SEEDS=...).",
+            "",
+        ]
     else:
         lines += [
             "## Effects",

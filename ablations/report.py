@@ -25,6 +25,7 @@ from ablations.spec import Tune, load_ablation
 from ablations.stats import Comparison, Stat, describe, paired, ratio
 from core import paths
 from core.errors import ConfigError, run_command
+from core.keys import is_choice
 
 
 def _link(parent) -> str:
@@ -198,10 +199,11 @@ def _plots(results: list[RunResult], rows: list[VariantRow], order: list[str], f
 
 
 def _changes(results: list[RunResult], variant: str, reference: str) -> dict[str, list[str]]:
-    """The config keys in which the variant's runs differ from its reference's: key -> [reference's, variant's]."""
+    """The config keys in which the variant's runs differ from its reference's: key -> [reference's, variant's].
+    Only choices count: a run reused from a study with other threads or devices changes nothing."""
     mine = next((r.params for r in results if r.variant == variant), {})
     ref = next((r.params for r in results if r.variant == reference), {})
-    return {k: [ref[k], v] for k, v in mine.items() if k in ref and ref[k] != v and k != "seed"}
+    return {k: [ref[k], v] for k, v in mine.items() if k in ref and ref[k] != v and is_choice(k)}
 
 
 def _summary_entry(name: str, baseline: str, meta: dict, rows: list[VariantRow], results: list[RunResult]) -> dict:

@@ -87,7 +87,7 @@ def time_to(points: Sequence[tuple[float, float]], target: float) -> float:
         if math.isnan(err):
             continue
         if err <= target:
-            if prev is None or prev[1] == err:
+            if prev is None:
                 return float(x)
             x0, e0 = prev
             return float(x0 + (e0 - target) / (e0 - err) * (x - x0))

@@ -43,7 +43,3 @@ def reports_dir() -> Path:
 def cache_dir() -> Path:
     """Decoded image folders are cached here, not beside the images, which may be read-only."""
     return _env_path("ABLATION_CACHE", ROOT / "datasets" / ".cache")
-
-
-def slurm_logs_dir() -> Path:
-    return _env_path("ABLATION_SLURM_LOGS", ROOT / "slurm-logs")

@@ -19,7 +19,8 @@ from torch import nn
 
 
 def stored_size(image_size: int) -> int:
-    """Side at which images are kept: the paper keeps 256 px for 224-227 px crops.
+    """Side at which images are kept: the paper keeps 256 px for 227 px crops (253 px
+    for 224, the same ratio).
     Small images are kept at the input size and cropped from a zero-padded copy."""
     return image_size if image_size <= 64 else round(image_size * 256 / 227)
 
@@ -116,7 +117,7 @@ class BatchPipeline(nn.Module):
 
     def _random_crop(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] == self.size:
-            x = nn.functional.pad(x, [self.pad] * 4)  # zero = the mean colour after normalising
+            x = nn.functional.pad(x, [self.pad] * 4)  # zero: the mean colour if standardised, black with normalize=unit
         b, s, side = x.shape[0], self.size, x.shape[-1]
         oy = torch.randint(0, side - s + 1, (b,), device=x.device)
         ox = torch.randint(0, side - s + 1, (b,), device=x.device)

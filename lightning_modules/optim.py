@@ -48,8 +48,10 @@ def make_optimizer(cfg: OptimConfig, net: nn.Module) -> dict[str, Any]:
     `max_lr_drops` times)."""
     groups = param_groups(net, cfg.weight_decay)
     if cfg.name == "sgd":
-        # torch's SGD folds the learning rate into the velocity; with a constant
-        # rate this is the paper's update v <- 0.9 v - 0.0005 lr w - lr g.
+        # torch's SGD keeps the rate out of the velocity (v <- 0.9 v + g + 0.0005 w,
+        # w <- w - lr v); the paper's update folds it in (v <- 0.9 v - 0.0005 lr w - lr g,
+        # w <- w + v). The two agree while the rate is constant; after a drop torch's
+        # steps shrink at once, the paper's as its velocity decays.
         optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     else:
         optimizer = torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999), eps=cfg.eps)

@@ -86,6 +86,11 @@ def test_hash_is_stable_and_sensitive():
     assert load_config(["model.activation=tanh"]).hash() != a.hash()
     # where and how fast a run goes does not change what it is
     assert load_config(["trainer.devices=2", "trainer.threads=1", "data.num_workers=4"]).hash() == a.hash()
+    # where a named dataset is kept does not either; an image folder's root is the dataset
+    assert load_config(["data.name=cifar10", "data.root=/a"]).hash() == load_config(["data.name=cifar10", "data.root=/b"]).hash()
+    folder = load_config(["data.name=imagefolder", "data.root=/data/a"])
+    assert folder.hash() != load_config(["data.name=imagefolder", "data.root=/data/b"]).hash()
+    assert folder.hash() == load_config(["data.name=imagefolder", "data.root=/data/x/../a"]).hash()  # the same folder
 
 
 def test_parse_overrides_keeps_strings():

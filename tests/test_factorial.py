@@ -27,6 +27,22 @@ def planted_runs(design, planted: dict[tuple, float], seeds: int, noise: float, 
     return runs
 
 
+def test_a_half_fraction_missing_a_cell_is_not_analysed():
+    """In the 8-cell half fraction the 7 terms need every cell: without one (its seeds all
+    failed, or still queued) the effects are confounded and a fit would call wrong ones real.
+    A full design that misses a cell can still separate them."""
+    half = parse_design(FACTORS, {"fraction": 1}, "x")
+    runs = planted_runs(half, {("model.norm",): 6.0, ("model.dropout",): -4.0}, seeds=2, noise=0.3, rng=np.random.default_rng(2))
+    assert analyse(runs, half) is not None
+    gone = next(iter(half.cells()))
+    assert analyse([r for r in runs if r.variant != gone], half) is None
+    assert analyse([], half) is None
+    full = parse_design(FACTORS, "full", "x")
+    runs = planted_runs(full, {("model.norm",): 6.0}, seeds=2, noise=0.3, rng=np.random.default_rng(3))
+    effects = {e.term: e for e in analyse([r for r in runs if r.variant != next(iter(full.cells()))], full).effects}
+    assert effects[("model.norm",)].lo <= 6.0 <= effects[("model.norm",)].hi
+
+
 def test_planted_effects_are_recovered_and_zero_effects_are_noise():
     design = parse_design(FACTORS, "full", "x")
     planted = {("model.norm",): -2.5, ("model.dropout",): 1.5, ("model.norm", "model.dropout"): 2.0}
@@ -86,6 +102,9 @@ def test_a_resolution_v_half_of_five_factors():
         (FACTORS, {"resolution": 5}, "no fractional design of 4 factors reaches resolution 5"),
         (FACTORS, {"fraction": 2}, "design.fraction must be one of [1] for 4 factors"),
         (FACTORS, "half", "'design' must be full"),
+        (FACTORS, {"resolution": "IV"}, "design.resolution is a whole number .3 for III, 4 for IV, 5 for V., not 'IV'"),
+        (FACTORS, {"fraction": None}, "'design' must be full"),
+        (FACTORS, {"fraction": 1, "resolution": "IV"}, "design.resolution is a whole number"),
     ],
 )
 def test_bad_designs_name_the_problem(factors, design, message):

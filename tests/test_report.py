@@ -46,3 +46,16 @@ def test_report_reads_the_runs_and_needs_no_torch(store, tmp_path):
     # epochs to 25%: the step readings cross between steps 15 (0.3) and 20 (0.2): step 17.5 of 10 per epoch
     assert "| relu | 1.75 ± 0.00 [1.75, 1.75] (3/3 seeds) | 1.00x [1.00, 1.00] |" in text
     assert "report" in {a.path for a in client(store).list_artifacts(parent)}
+
+
+def test_what_a_variant_changes_counts_choices_only():
+    """A variant's runs reused from a study with other threads (or trained on more devices)
+    change only what the ablation file changes; the summary matches studies by it."""
+    from ablations.report import _changes
+    from ablations.runs import RunResult
+
+    common = {"model.norm": "lrn", "seed": "0", "steps_per_epoch": "128", "resolved.channels_last": "True", "data.root": "datasets"}
+    base = RunResult("overlapping", 0, "a", {}, params=common | {"model.pool": "overlapping", "trainer.threads": "None"})
+    elsewhere = {"trainer.threads": "1", "seed": "1", "steps_per_epoch": "96", "resolved.channels_last": "False", "data.root": "/x"}
+    other = RunResult("non_overlapping", 1, "b", {}, params=common | elsewhere | {"model.pool": "non_overlapping"})
+    assert _changes([base, other], "non_overlapping", "overlapping") == {"model.pool": ["overlapping", "non_overlapping"]}
