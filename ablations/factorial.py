@@ -6,7 +6,9 @@ factors coded -1 (low) / +1 (high), their two-factor interactions, and the seed 
 a block, fitted by ordinary least squares (statsmodels). An effect is the change in
 the response from a factor's low level to its high level, averaged over every other
 factor: twice the coefficient. Its 95% interval comes from the model's residual
-error; "real" when it excludes zero. Aliased effects (a fractional design cannot
+error. Every effect is tested at once, so the verdict corrects for their number:
+"real" when its Holm-adjusted p is below 0.05 (the chance of calling any effect
+that is zero real stays at 5%). Aliased effects (a fractional design cannot
 tell them apart) are estimated once, under their first name, and labelled with the
 others. A Type II ANOVA table and the residual standard deviation go with them.
 """
@@ -22,7 +24,7 @@ import numpy as np
 from ablations import plots
 from ablations.design import Design, term_name
 from ablations.runs import RunResult
-from ablations.stats import describe
+from ablations.stats import ALPHA, describe
 
 
 @dataclass
@@ -33,10 +35,11 @@ class Effect:
     lo: float
     hi: float
     p: float
+    p_holm: float  # adjusted for the number of effects tested together
 
     @property
     def real(self) -> bool:
-        return not self.lo <= 0 <= self.hi
+        return self.p_holm < ALPHA
 
 
 @dataclass
@@ -68,6 +71,7 @@ def analyse(results: list[RunResult], design: Design, response: str = "val_err1"
     in a fraction that needs them all: a fit would report every effect wrong)."""
     import statsmodels.formula.api as smf
     from statsmodels.stats.anova import anova_lm
+    from statsmodels.stats.multitest import multipletests
 
     df = _frame(results, design, response)
     if df.empty:
@@ -82,10 +86,11 @@ def analyse(results: list[RunResult], design: Design, response: str = "val_err1"
     if np.linalg.matrix_rank(fit.model.exog) < fit.model.exog.shape[1]:
         return None
     ci = fit.conf_int(0.05)
+    holm = multipletests([float(fit.pvalues[t]) for t in terms], alpha=ALPHA, method="holm")[1]
     effects = []
-    for group, t in zip(kept, terms, strict=True):
+    for group, t, p_holm in zip(kept, terms, holm, strict=True):
         name = " = ".join(term_name(g, design.short) for g in group)
-        effects.append(Effect(group[0], name, 2 * fit.params[t], 2 * ci.loc[t, 0], 2 * ci.loc[t, 1], float(fit.pvalues[t])))
+        effects.append(Effect(group[0], name, 2 * fit.params[t], 2 * ci.loc[t, 0], 2 * ci.loc[t, 1], float(fit.pvalues[t]), float(p_holm)))
     table = anova_lm(fit, typ=2)
     names = {t: " = ".join(term_name(g, design.short) for g in group) for group, t in zip(kept, terms, strict=True)} | {"C(seed)": "seed (block)"}
     anova = [(names.get(i, i), float(r["sum_sq"]), float(r["df"]), float(r.get("F", math.nan)), float(r.get("PR(>F)", math.nan))) for i, r in table.iterrows()]
@@ -123,13 +128,16 @@ def section(results: list[RunResult], design: Design, folder: Path, name: str, r
             "",
             f"Effect of going from a factor's low to its high level on the final validation top-1 error, in points, averaged over "
             f"the other factors (a linear model with seed as a block; {analysis.n} runs, residual standard deviation "
-            f"{analysis.residual_sd:.2f} points on {analysis.residual_df} degrees of freedom). Sorted by size.",
+            f"{analysis.residual_sd:.2f} points on {analysis.residual_df} degrees of freedom). Sorted by size. The {len(analysis.effects)} "
+            f"effects are tested together: an effect is real when its p, adjusted for their number (Holm), is below {ALPHA:g}; "
+            "each interval is a 95% interval of its own.",
             "",
-            "| effect | points of error [95% CI] | p | verdict |",
-            "|---|---|---|---|",
+            "| effect | points of error [95% CI] | p | p, Holm | verdict |",
+            "|---|---|---|---|---|",
         ]
         for e in analysis.effects:
-            lines.append(f"| {e.name} | {e.effect:+.2f} [{e.lo:+.2f}, {e.hi:+.2f}] | {e.p:.2g} | {'real' if e.real else 'within noise'} |")
+            verdict = "real" if e.real else "within noise"
+            lines.append(f"| {e.name} | {e.effect:+.2f} [{e.lo:+.2f}, {e.hi:+.2f}] | {e.p:.2g} | {e.p_holm:.2g} | {verdict} |")
         lines += ["", "Type II analysis of variance:", "", "| source | sum of squares | df | F | p |", "|---|---|---|---|---|"]
         for source, ss, dof, f, p in analysis.anova:
             f_text, p_text = ("", "") if math.isnan(f) else (f"{f:.2f}", f"{p:.2g}")

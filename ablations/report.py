@@ -352,7 +352,7 @@ def _factorial_report(name: str, description: str, design, results: list[RunResu
     lines += body + ["", _reproduce(name, meta), ""]
     effects = [] if analysis is None else [
         {"term": list(e.term), "levels": [list(map(str, design.factors[k])) for k in e.term], "name": e.name, "effect": e.effect,
-         "lo": e.lo, "hi": e.hi, "p": e.p, "real": e.real}
+         "lo": e.lo, "hi": e.hi, "p": e.p, "p_holm": e.p_holm, "real": e.real}
         for e in analysis.effects
     ]  # fmt: skip
     entry = {"ablation": name, "factorial": True, "profile": meta["profile"], "parent_id": meta["parent_id"], "design": design.describe(), "effects": effects}

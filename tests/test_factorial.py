@@ -55,6 +55,12 @@ def test_planted_effects_are_recovered_and_zero_effects_are_noise():
         truth = planted.get(term, 0.0)
         assert e.lo <= truth <= e.hi, (term, truth, e)
         assert e.real == (truth != 0.0), (term, e)
+    # the verdict corrects for the 10 effects tested together (Holm's step-down, written out)
+    ps = sorted(e.p for e in analysis.effects)
+    m = len(ps)
+    adjusted = {p: max(min(1.0, (m - j) * ps[j]) for j in range(i + 1)) for i, p in enumerate(ps)}
+    for e in analysis.effects:
+        assert e.p_holm == pytest.approx(adjusted[e.p]) and e.real == (e.p_holm < 0.05), e
     assert [e.term for e in analysis.effects][:3] == [("model.norm",), ("model.norm", "model.dropout"), ("model.dropout",)]  # sorted by size
     sources = [a[0] for a in analysis.anova]
     assert "seed (block)" in sources and "norm x dropout" in sources and sources[-1] == "Residual"
