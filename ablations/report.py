@@ -122,7 +122,9 @@ def verdict(row: VariantRow, baseline: str) -> str:
 def _fmt_ratio(s: Stat | None) -> str:
     if s is None or s.n == 0 or math.isnan(s.mean):
         return "n/a"
-    return f"{s.mean:.2f}x" + (f" [{s.lo:.2f}, {s.hi:.2f}]" if s.n > 1 else "")
+    if s.n == 1:
+        return f"{s.mean:.2f}x (ratio of means: under 2 paired seeds)"
+    return f"{s.mean:.2f}x [{s.lo:.2f}, {s.hi:.2f}] ({s.n} pairs)"
 
 
 def _row(cells: list) -> str:
@@ -157,7 +159,9 @@ def render(
         "",
         f"Epochs of training until the training error first reaches {TARGET_TRAIN_ERR:.0%} (the paper's Figure 1 measure), "
         "read off the running training error logged every few steps and interpolated between readings "
-        f"(n/a: not reached in {epochs} epochs), and its ratio to the {against}'s (geometric mean over paired seeds, 95% interval); "
+        f"(n/a: not reached in {epochs} epochs), and its ratio to the {against}'s (geometric mean over the seeds where both reached it, "
+        "95% interval, and how many pairs: a seed that never reached it is left out, so a variant that sometimes never does looks faster "
+        "than it is); "
         "the training error of the last epoch as logged during training (augmented batches, dropout on); "
         "the final weights' training error in eval mode without augmentation (a fixed subset of up to 10,000 training images); "
         "the overfitting gap (final validation error minus the latter); the median time per epoch.",
