@@ -2,7 +2,8 @@
 
 One-at-a-time ablations list each variant against its baseline; factorial studies
 list their main effects, each beside the one-at-a-time results for the same toggle
-(a variant that changes only that key between the same two values), so a reader
+(a variant that changes only that key between the same two values, in a study of
+the same profile: a demo-scale effect says nothing of a CIFAR-10 one), so a reader
 sees where the two designs agree and where an interaction makes them differ.
 """
 
@@ -22,10 +23,11 @@ def _same(a: str, b: str) -> bool:
         return a == b
 
 
-def _one_at_a_time(entries: list[dict], key: str, low: str, high: str) -> list[tuple[str, Stat | None, bool | None]]:
-    """(ablation/variant, its Δ turned to low -> high, within noise) for each variant that changes only `key` between these values."""
+def _one_at_a_time(entries: list[dict], profile: str | None, key: str, low: str, high: str) -> list[tuple[str, Stat | None, bool | None]]:
+    """(ablation/variant, its Δ turned to low -> high, within noise) for each variant of a study of
+    this profile that changes only `key` between these values."""
     found = []
-    for e in entries:
+    for e in [e for e in entries if e.get("profile") == profile]:
         for v in e.get("variants", []):
             change = v.get("changes", {})
             if set(change) != {key} or v["delta"] is None:
@@ -78,7 +80,7 @@ def write_summary(out_dir: Path | None = None) -> Path | None:
             (key,), ((low, high),) = eff["term"], eff["levels"]
             mine = f"{eff['effect']:+.2f} [{eff['lo']:+.2f}, {eff['hi']:+.2f}]"
             verdict = "real" if eff["real"] else "within noise"
-            others = _one_at_a_time(entries, key, low, high) or [("not run in this store", None, None)]
+            others = _one_at_a_time(entries, e.get("profile"), key, low, high) or [(f"not run with profile {e.get('profile')} here", None, None)]
             for where, d, noise in others:
                 if d is None:
                     lines.append(f"| {key}: {low} → {high} | {mine} | {verdict} | {where} | | | |")

@@ -22,7 +22,7 @@ from ablations import factorial, plots, tracking, tuning
 from ablations.overview import write_summary
 from ablations.runs import TARGET_TRAIN_ERR, RunResult, read_run
 from ablations.spec import Tune, load_ablation
-from ablations.stats import Comparison, Stat, describe, paired, ratio
+from ablations.stats import Comparison, Stat, describe, holm, paired, ratio
 from core import paths
 from core.errors import ConfigError, run_command
 from core.keys import is_choice
@@ -103,6 +103,7 @@ def analyse(results: list[RunResult], order: list[str], baseline: str, compare: 
         if base:
             row.ratio_epochs = ratio({s: r.epochs_to() for s, r in by_seed[v].items()}, {s: r.epochs_to() for s, r in base.items()})
         rows.append(row)
+    holm([r.vs_baseline for r in rows if r.vs_baseline is not None])
     return rows
 
 
@@ -113,10 +114,11 @@ def verdict(row: VariantRow, baseline: str) -> str:
     baseline = row.reference or baseline
     if c is None:
         return "needs ≥ 2 paired seeds for a test"
+    p = f"p = {c.p_value:.2g}" + (f", adjusted {c.p_adjusted:.2g} for {c.family} comparisons" if c.family > 1 else "")
     if c.within_noise:
-        return f"within noise (p = {c.p_value:.2g})"
+        return f"within noise ({p})"
     word = "higher" if c.diff.mean > 0 else "lower"
-    return f"{abs(c.diff.mean) * 100:.2f} points {word} error than {baseline} (p = {c.p_value:.2g})"
+    return f"{abs(c.diff.mean) * 100:.2f} points {word} error than {baseline} ({p})"
 
 
 def _fmt_ratio(s: Stat | None) -> str:
@@ -141,7 +143,8 @@ def render(
     lines += [
         f"Study run `{meta['parent_name']}` ({meta['parent_id']}), profile `{meta['profile'] or 'none'}`, "
         f"store `{tracking.tracking_uri()}`. Errors in %, as mean ± standard deviation over seeds "
-        f"[95% confidence interval of the mean]; differences are paired by seed (variant − {baseline}) with a paired t-test"
+        f"[95% confidence interval of the mean]; differences are paired by seed (variant − {baseline}) with a paired t-test, "
+        "its p adjusted (Holm) for the number of variants compared"
         + (f"; compared with another variant than {baseline}: " + ", ".join(f"{v} with {r}" for v, r in compare.items()) if compare else "")
         + ".",
         "",
@@ -213,7 +216,7 @@ def _changes(results: list[RunResult], variant: str, reference: str) -> dict[str
 def _summary_entry(name: str, baseline: str, meta: dict, rows: list[VariantRow], results: list[RunResult]) -> dict:
     def delta(r: VariantRow):
         c = r.vs_baseline
-        return None if c is None else c.diff.__dict__ | {"p": c.p_value, "within_noise": c.within_noise}
+        return None if c is None else c.diff.__dict__ | {"p": c.p_value, "p_adjusted": c.p_adjusted, "within_noise": c.within_noise}
 
     variants = [
         {

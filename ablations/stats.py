@@ -1,7 +1,8 @@
 """The statistics a report prints, as plain functions of numbers.
 
 Means with the sample standard deviation and the 95% t interval of the mean;
-paired differences (by seed) with a paired t-test; the first time a training
+paired differences (by seed) with a paired t-test, adjusted (Holm) for the number of comparisons
+a study makes; the first time a training
 error curve reaches a target, interpolated between measurements; ratios of such
 times with their interval (from paired log ratios).
 """
@@ -55,6 +56,12 @@ class Comparison:
     diff: Stat  # variant - baseline, over the paired seeds
     p_value: float
     within_noise: bool
+    p_adjusted: float = math.nan  # for the number of comparisons made together (`holm`); p_value alone
+    family: int = 1  # how many comparisons were made together
+
+    def __post_init__(self):
+        if math.isnan(self.p_adjusted):
+            self.p_adjusted = self.p_value
 
 
 def _paired_seeds(variant: dict[int, float], baseline: dict[int, float]) -> list[int]:
@@ -76,6 +83,20 @@ def paired(variant: dict[int, float], baseline: dict[int, float]) -> Comparison 
     if math.isnan(p):
         p = 1.0
     return Comparison(d, p, within_noise=p >= ALPHA or d.lo <= 0 <= d.hi)
+
+
+def holm(comparisons: Sequence[Comparison]) -> None:
+    """Adjusts comparisons made together (a study's variants each against its reference)
+    for their number, by Holm's step-down (statsmodels): each gets `p_adjusted`, and is
+    within noise unless that stays below ALPHA. With one comparison nothing changes."""
+    from statsmodels.stats.multitest import multipletests
+
+    if not comparisons:
+        return
+    adjusted = multipletests([c.p_value for c in comparisons], alpha=ALPHA, method="holm")[1]
+    for c, p in zip(comparisons, adjusted, strict=True):
+        c.p_adjusted, c.family = float(p), len(comparisons)
+        c.within_noise = c.within_noise or c.p_adjusted >= ALPHA
 
 
 def time_to(points: Sequence[tuple[float, float]], target: float) -> float:

@@ -169,7 +169,8 @@ def test_make_ablate_factorial_smoke(store, configs, tmp_path):
 def test_the_summary_sets_each_main_effect_beside_the_one_at_a_time_result_for_the_same_change(tmp_path):
     """Matched by key and levels in either direction (a reversed one-at-a-time Δ is negated;
     0.0 and 0 are one level), with whether the two intervals overlap; a factor that no
-    one-at-a-time study changed says so; no empty one-at-a-time table."""
+    one-at-a-time study changed says so, and so does one changed only at another profile's
+    scale; no empty one-at-a-time table."""
     import json
 
     from ablations.overview import write_summary
@@ -184,8 +185,8 @@ def test_the_summary_sets_each_main_effect_beside_the_one_at_a_time_result_for_t
     def effect(key, low, high, mean, lo, hi):
         return {"term": [key], "levels": [[low, high]], "effect": mean, "lo": lo, "hi": hi, "real": not lo <= 0 <= hi}
 
-    def one_at_a_time(name, key, levels, delta):
-        return {"ablation": name, "baseline": "base", "variants": [variant("base", {}), variant("changed", {key: levels}, delta)]}
+    def one_at_a_time(name, key, levels, delta, profile="cifar"):
+        return {"ablation": name, "baseline": "base", "profile": profile, "variants": [variant("base", {}), variant("changed", {key: levels}, delta)]}
 
     interaction = {
         "term": ["model.norm", "model.pool"],
@@ -199,7 +200,8 @@ def test_the_summary_sets_each_main_effect_beside_the_one_at_a_time_result_for_t
         "dropout": one_at_a_time("dropout", "model.dropout", ["0.5", "0"], (-0.0167, -0.0308, -0.0025)),
         "pooling": one_at_a_time("pooling", "model.pool", ["non_overlapping", "overlapping"], (-0.0155, -0.0387, 0.0076)),  # the other way round
         "normalization": one_at_a_time("normalization", "model.norm", ["lrn", "batchnorm"], (-0.0228, -0.0265, -0.0192)),
-        "half": {"ablation": "half", "factorial": True, "design": "a design", "effects": [
+        "augmentation": one_at_a_time("augmentation", "data.augment", ["paper", "none"], (-0.01, -0.02, 0.0), profile="demo"),
+        "half": {"ablation": "half", "factorial": True, "profile": "cifar", "design": "a design", "effects": [
             effect("model.dropout", "0.5", "0.0", -1.81, -2.96, -0.67), effect("model.pool", "overlapping", "non_overlapping", 1.77, 0.63, 2.92),
             effect("model.norm", "lrn", "batchnorm", -7.13, -8.28, -5.98), effect("data.augment", "paper", "none", -1.84, -2.99, -0.69), interaction,
         ]},
@@ -212,9 +214,9 @@ def test_the_summary_sets_each_main_effect_beside_the_one_at_a_time_result_for_t
     assert "| dropout/changed | -1.67 [-3.08, -0.25] | real | yes |" in rows["model.dropout: 0.5 → 0.0"]
     assert "| pooling/changed | +1.55 [-0.76, +3.87] | within noise | yes |" in rows["model.pool: overlapping → non_overlapping"]
     assert "| normalization/changed | -2.28 [-2.65, -1.92] | real | no: the intervals do not overlap |" in rows["model.norm: lrn → batchnorm"]
-    assert "not run in this store" in rows["data.augment: paper → none"]
+    assert "not run with profile cifar here" in rows["data.augment: paper → none"]  # the demo-profile study does not count
     assert len(rows) == 4  # main effects only
 
-    for name in ("dropout", "pooling", "normalization"):
+    for name in ("dropout", "pooling", "normalization", "augmentation"):
         (tmp_path / name / "summary.json").unlink()
     assert "| ablation | variant |" not in write_summary(tmp_path).read_text()

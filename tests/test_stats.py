@@ -98,3 +98,26 @@ def test_a_real_difference_gets_its_size_and_direction():
     row = VariantRow("b", 3, *[describe([0.1])] * 9)
     row.vs_baseline = paired({0: 0.30, 1: 0.31, 2: 0.32}, {0: 0.20, 1: 0.205, 2: 0.21})
     assert verdict(row, "a").startswith("10.50 points higher error than a (p = ")
+
+
+def test_a_study_of_several_variants_adjusts_for_how_many_it_compares():
+    # three variants against one baseline; differences (by seed) chosen for their paired p-values
+    base = {0: 0.30, 1: 0.31, 2: 0.32}
+    diffs = {"big": [0.100, 0.105, 0.110], "edge": [0.03, 0.04, 0.06], "none": [0.01, -0.02, 0.015]}
+    results = [_run("a", s, [0.5, v], [0.6, 0.2]) for s, v in base.items()]
+    results += [_run(name, s, [0.5, base[s] + d[s]], [0.6, 0.2]) for name, d in diffs.items() for s in base]
+    rows = {r.variant: r for r in analyse(results, ["a", *diffs], "a")}
+    p = {name: rows[name].vs_baseline.p_value for name in diffs}
+    assert p["big"] < 0.01 and 0.02 < p["edge"] < 0.05 and p["none"] > 0.3  # "edge" is real on its own
+    # Holm's step-down, written out: the k-th smallest p times (m - k + 1), kept non-decreasing
+    ordered = sorted(p, key=p.get)
+    expected, running = {}, 0.0
+    for k, name in enumerate(ordered):
+        running = max(running, min(1.0, (3 - k) * p[name]))
+        expected[name] = running
+    for name in diffs:
+        assert rows[name].vs_baseline.p_adjusted == pytest.approx(expected[name]) and rows[name].vs_baseline.family == 3
+    assert expected["edge"] >= 0.05  # so correcting turns it into noise
+    assert verdict(rows["big"], "a").startswith("10.50 points higher error than a (p = ")
+    assert verdict(rows["edge"], "a") == f"within noise (p = {p['edge']:.2g}, adjusted {expected['edge']:.2g} for 3 comparisons)"
+    assert not rows["big"].vs_baseline.within_noise and rows["edge"].vs_baseline.within_noise
