@@ -36,7 +36,7 @@ def test_non_overlapping_pooling_keeps_the_paper_shapes():
     assert rows["pool5"]["output"] == "256x6x6"
 
 
-def test_cifar_net_is_layers_18pct():
+def test_cifar_net_has_the_layers_18pct_trunk():
     net = build_network(ModelConfig(arch="cifar", groups=1), 10, 32)
     rows = {r["layer"]: r for r in layer_table(net, 32)}
     assert [rows[f"conv{i}"]["output"] for i in (1, 2, 3)] == ["32x32x32", "32x16x16", "64x8x8"]
