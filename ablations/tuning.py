@@ -92,14 +92,14 @@ def choose(found: list[Candidate], tune: Tune, variants: list[str]) -> dict[str,
             if mine:
                 best[v] = min(mine, key=lambda c: c.score).values
         return best
-    pooled: dict[tuple, list[tuple[float, float]]] = {}
+    pooled: dict[tuple, list[Candidate]] = {}
     for c in found:
-        pooled.setdefault(_key(c.values), []).append(c.score)
-    complete = {k: s for k, s in pooled.items() if len(s) == len(variants) and not any(math.isinf(x[1]) for x in s)}
+        pooled.setdefault(_key(c.values), []).append(c)
+    complete = {k: cs for k, cs in pooled.items() if {c.variant for c in cs} == set(variants) and not any(c.lost for c in cs)}
     if not complete:
         return {}
-    values = dict(min(complete, key=lambda k: tuple(sum(x[i] for x in complete[k]) / len(variants) for i in (0, 1))))
-    return {v: values for v in variants}
+    best = min(complete, key=lambda k: tuple(sum(c.score[i] for c in complete[k]) / len(complete[k]) for i in (0, 1)))
+    return {v: dict(best) for v in variants}
 
 
 def at_edge(tune: Tune, chosen: dict[str, dict[str, Any]]) -> list[str]:
