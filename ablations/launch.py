@@ -24,6 +24,7 @@ from pathlib import Path
 from ablations import tracking
 from ablations.plan import RunSpec
 from core import paths
+from core.errors import EXIT_INTERRUPTED
 from core.paths import ROOT
 
 HOST = socket.gethostname()
@@ -210,6 +211,9 @@ class _Forked:
 def _train_in_child(args: list[str], env: dict[str, str], cwd: str, log: str) -> None:
     """In the forked child: the environment, directory and output a new process would
     have, then ablations.train's main; its exit code is the process's."""
+    # a fork server ignores SIGINT and its children inherit that until main sets a handler:
+    # a study stopping this run in that window would have to wait for its SIGKILL fallback
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     fd = os.open(log, os.O_WRONLY | os.O_APPEND)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -227,6 +231,8 @@ def _train_in_child(args: list[str], env: dict[str, str], cwd: str, log: str) ->
         code = run_command(lambda: main(args))
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
+    except KeyboardInterrupt:  # stopped before main could catch it (while reading its config)
+        code = EXIT_INTERRUPTED
     except BaseException:
         import traceback
 
