@@ -24,12 +24,15 @@ class CleanTrainError(L.Callback):
     set beside the validation error it would understate how much a regularised
     variant overfits, the very question the dropout and augmentation ablations ask.
     The images: a fixed subset of the training split, the same for every run of a
-    dataset (`datamodule.clean_train_loader`), sharded across devices."""
+    dataset (`datamodule.clean_train_loader`), sharded across devices.
+    At the end of `fit`, not of training: a run resumed from its last epoch's checkpoint
+    (stopped before this measurement) trains nothing, and Lightning then skips the
+    training hooks but still ends the fit."""
 
     def __init__(self, images: int = CLEAN_TRAIN_IMAGES):
         self.images = images
 
-    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         loader = trainer.datamodule.clean_train_loader(self.images, trainer.world_size, trainer.global_rank)
         sums = eval_error_counts(module, loader, trainer.precision_plugin.forward_context())
         wrong, n = trainer.strategy.reduce(sums, reduce_op="sum").tolist()

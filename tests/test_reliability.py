@@ -5,6 +5,7 @@ a RUNNING run whose process is gone is recognised as stale."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -173,6 +174,26 @@ def test_same_seed_same_metrics_on_cpu(store):
     for key in ("train_loss", "train_err1", "val_loss", "val_err1", "val_err5", "train_err1_step", "train_clean_err1"):
         a, b = (history(store, r.info.run_id, key) for r in runs)
         assert a == b, key
+
+
+def test_a_run_resumed_after_its_last_epoch_still_measures_its_clean_training_error(store, tmp_path):
+    """A run stopped after its last epoch's checkpoint, before the clean training error was
+    measured, trains no epoch when resumed (Lightning skips a finished training loop and
+    its hooks): it must still log `train_clean_err1`, the same as the run it continues."""
+    assert run_cli("ablations.train", *SMOKE).returncode == 0
+    c = client(store)
+    (done,) = c.search_runs([c.get_experiment_by_name("train").experiment_id])
+    # a run holding that run's final checkpoint and no clean error: the state a stop in that window leaves
+    resumed = c.create_run(done.info.experiment_id, run_name="stopped-after-its-last-epoch").info.run_id
+    (tmp_path / "checkpoints" / resumed).mkdir(parents=True)
+    shutil.copy(tmp_path / "checkpoints" / done.info.run_id / "last.ckpt", tmp_path / "checkpoints" / resumed / "last.ckpt")
+    result = run_cli("ablations.train", *SMOKE, "--run-id", resumed)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from" in result.stdout
+    assert history(store, resumed, "train_loss") == []  # nothing trained again
+    clean = history(store, resumed, "train_clean_err1")
+    assert clean and clean == history(store, done.info.run_id, "train_clean_err1")
+    assert c.get_run(resumed).info.status == "FINISHED"
 
 
 def test_configs_are_read_safely(tmp_path):
