@@ -24,7 +24,7 @@ import numpy as np
 from ablations import plots
 from ablations.design import Design, term_name
 from ablations.runs import RunResult
-from ablations.stats import ALPHA, describe
+from ablations.stats import ALPHA, describe, holm_adjusted
 
 
 @dataclass
@@ -71,7 +71,6 @@ def analyse(results: list[RunResult], design: Design, response: str = "val_err1"
     in a fraction that needs them all: a fit would report every effect wrong)."""
     import statsmodels.formula.api as smf
     from statsmodels.stats.anova import anova_lm
-    from statsmodels.stats.multitest import multipletests
 
     df = _frame(results, design, response)
     if df.empty:
@@ -86,11 +85,11 @@ def analyse(results: list[RunResult], design: Design, response: str = "val_err1"
     if np.linalg.matrix_rank(fit.model.exog) < fit.model.exog.shape[1]:
         return None
     ci = fit.conf_int(0.05)
-    holm = multipletests([float(fit.pvalues[t]) for t in terms], alpha=ALPHA, method="holm")[1]
+    holm = holm_adjusted([float(fit.pvalues[t]) for t in terms])
     effects = []
     for group, t, p_holm in zip(kept, terms, holm, strict=True):
         name = " = ".join(term_name(g, design.short) for g in group)
-        effects.append(Effect(group[0], name, 2 * fit.params[t], 2 * ci.loc[t, 0], 2 * ci.loc[t, 1], float(fit.pvalues[t]), float(p_holm)))
+        effects.append(Effect(group[0], name, 2 * fit.params[t], 2 * ci.loc[t, 0], 2 * ci.loc[t, 1], float(fit.pvalues[t]), p_holm))
     table = anova_lm(fit, typ=2)
     names = {t: " = ".join(term_name(g, design.short) for g in group) for group, t in zip(kept, terms, strict=True)} | {"C(seed)": "seed (block)"}
     anova = [(names.get(i, i), float(r["sum_sq"]), float(r["df"]), float(r.get("F", math.nan)), float(r.get("PR(>F)", math.nan))) for i, r in table.iterrows()]

@@ -56,12 +56,8 @@ class Comparison:
     diff: Stat  # variant - baseline, over the paired seeds
     p_value: float
     within_noise: bool
-    p_adjusted: float = math.nan  # for the number of comparisons made together (`holm`); p_value alone
+    p_adjusted: float  # for the number of comparisons made together (`holm`); p_value alone
     family: int = 1  # how many comparisons were made together
-
-    def __post_init__(self):
-        if math.isnan(self.p_adjusted):
-            self.p_adjusted = self.p_value
 
 
 def _paired_seeds(variant: dict[int, float], baseline: dict[int, float]) -> list[int]:
@@ -82,20 +78,24 @@ def paired(variant: dict[int, float], baseline: dict[int, float]) -> Comparison 
     p = float(stats.ttest_rel(a, b).pvalue) if np.any(a != b) else 1.0
     if math.isnan(p):
         p = 1.0
-    return Comparison(d, p, within_noise=p >= ALPHA or d.lo <= 0 <= d.hi)
+    return Comparison(d, p, within_noise=p >= ALPHA or d.lo <= 0 <= d.hi, p_adjusted=p)
+
+
+def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+    """p-values of tests made together, adjusted for their number by Holm's step-down
+    (statsmodels)."""
+    from statsmodels.stats.multitest import multipletests
+
+    return [float(p) for p in multipletests(list(p_values), alpha=ALPHA, method="holm")[1]] if len(p_values) else []
 
 
 def holm(comparisons: Sequence[Comparison]) -> None:
     """Adjusts comparisons made together (a study's variants each against its reference)
-    for their number, by Holm's step-down (statsmodels): each gets `p_adjusted`, and is
-    within noise unless that stays below ALPHA. With one comparison nothing changes."""
-    from statsmodels.stats.multitest import multipletests
-
-    if not comparisons:
-        return
-    adjusted = multipletests([c.p_value for c in comparisons], alpha=ALPHA, method="holm")[1]
+    for their number: each gets `p_adjusted` (`holm_adjusted`), and is within noise unless
+    that stays below ALPHA. With one comparison nothing changes."""
+    adjusted = holm_adjusted([c.p_value for c in comparisons])
     for c, p in zip(comparisons, adjusted, strict=True):
-        c.p_adjusted, c.family = float(p), len(comparisons)
+        c.p_adjusted, c.family = p, len(comparisons)
         c.within_noise = c.within_noise or c.p_adjusted >= ALPHA
 
 
