@@ -70,7 +70,10 @@ class VariantRow:
     gap: Stat
     epochs_to_25: Stat
     epoch_time: Stat
+    precise_bn_err1: Stat  # final val top-1 error with BatchNorm's statistics recomputed (n = 0: not measured)
+    precise_bn_train_err1: Stat
     vs_baseline: Comparison | None = None
+    vs_baseline_precise_bn: Comparison | None = None
     ratio_epochs: Stat | None = None  # epochs to 25%, variant / reference
     reference: str = ""  # the variant it is measured against: the baseline, or the file's compare
 
@@ -94,21 +97,32 @@ def analyse(results: list[RunResult], order: list[str], baseline: str, compare: 
             clean_train_err1=describe([r.clean_train_err1 for r in rs]),
             gap=describe([r.final("val_err1") - r.clean_train_err1 for r in rs]),
             epochs_to_25=describe([r.epochs_to() for r in rs]),
+            precise_bn_err1=describe([r.precise_bn.get(tracking.PRECISE_BN_VAL_ERR, math.nan) for r in rs]),
+            precise_bn_train_err1=describe([r.precise_bn.get(tracking.PRECISE_BN_TRAIN_ERR, math.nan) for r in rs]),
             epoch_time=describe([float(np.median(r.curves["epoch_time_s"])) if r.curves.get("epoch_time_s") else math.nan for r in rs]),
             reference=ref,
         )
         base = by_seed.get(ref, {})
+
+        def per_seed(runs: dict[int, RunResult], value) -> dict[int, float]:
+            return {s: value(r) for s, r in runs.items()}
+
         if v != ref and base:
-            row.vs_baseline = paired({s: r.final("val_err1") for s, r in by_seed[v].items()}, {s: r.final("val_err1") for s, r in base.items()})
+            row.vs_baseline = paired(per_seed(by_seed[v], lambda r: r.final("val_err1")), per_seed(base, lambda r: r.final("val_err1")))
+            precise = lambda r: r.precise_bn.get(tracking.PRECISE_BN_VAL_ERR, math.nan)  # noqa: E731
+            row.vs_baseline_precise_bn = paired(per_seed(by_seed[v], precise), per_seed(base, precise))
         if base:
-            row.ratio_epochs = ratio({s: r.epochs_to() for s, r in by_seed[v].items()}, {s: r.epochs_to() for s, r in base.items()})
+            row.ratio_epochs = ratio(per_seed(by_seed[v], RunResult.epochs_to), per_seed(base, RunResult.epochs_to))
         rows.append(row)
     holm([r.vs_baseline for r in rows if r.vs_baseline is not None])
+    holm([r.vs_baseline_precise_bn for r in rows if r.vs_baseline_precise_bn is not None])
     return rows
 
 
-def verdict(row: VariantRow, baseline: str) -> str:
-    c = row.vs_baseline
+def verdict(row: VariantRow, baseline: str, precise_bn: bool = False) -> str:
+    """The variant against its reference on the final validation error (with `precise_bn`:
+    with BatchNorm's statistics recomputed)."""
+    c = row.vs_baseline_precise_bn if precise_bn else row.vs_baseline
     if row.variant == baseline:
         return "baseline"
     baseline = row.reference or baseline
@@ -186,9 +200,32 @@ def render(
         reached = f"{r.epochs_to_25.fmt(pct=False)} ({r.epochs_to_25.n}/{r.n} seeds)"
         cells = [r.variant, reached, _fmt_ratio(r.ratio_epochs), r.train_err1.fmt(), r.clean_train_err1.fmt(), r.gap.fmt(), r.epoch_time.fmt(pct=False)]
         lines.append(_row(cells))
+    lines += _precise_bn_section(name, rows, baseline, against)
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plot_files]
     lines += ["", _reproduce(name, meta), ""]
     return "\n".join(lines)
+
+
+def _precise_bn_section(name: str, rows: list[VariantRow], baseline: str, against: str) -> list[str]:
+    """The final weights with BatchNorm's running statistics recomputed, when measured."""
+    if not any(r.precise_bn_err1.n for r in rows):
+        return []
+    lines = [
+        "",
+        "## With BatchNorm's statistics recomputed",
+        "",
+        "The final weights with BatchNorm's running statistics recomputed over one pass of the training images the clean error uses "
+        f"(`make backfill-{name} PRECISE_BN=1`; a network without BatchNorm is evaluated unchanged). The running averages a run ends with "
+        "lag its weights when an epoch has few steps; recomputed, the comparison measures the weights, not the lag.",
+        "",
+        f"| variant | final val top-1 err, as trained | recomputed | Δ vs {against} [95% CI] | verdict | train top-1 err, eval mode, recomputed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        delta = "—" if r.variant == r.reference else (r.vs_baseline_precise_bn.diff.fmt() if r.vs_baseline_precise_bn else "n/a")
+        cells = [r.variant, r.final_err1.fmt(), r.precise_bn_err1.fmt(), delta, verdict(r, baseline, precise_bn=True), r.precise_bn_train_err1.fmt()]
+        lines.append(_row(cells))
+    return lines
 
 
 def _plots(results: list[RunResult], rows: list[VariantRow], order: list[str], folder: Path, name: str) -> list[str]:
@@ -214,8 +251,8 @@ def _changes(results: list[RunResult], variant: str, reference: str) -> dict[str
 
 
 def _summary_entry(name: str, baseline: str, meta: dict, rows: list[VariantRow], results: list[RunResult]) -> dict:
-    def delta(r: VariantRow):
-        c = r.vs_baseline
+    def delta(r: VariantRow, precise_bn: bool = False):
+        c = r.vs_baseline_precise_bn if precise_bn else r.vs_baseline
         return None if c is None else c.diff.__dict__ | {"p": c.p_value, "p_adjusted": c.p_adjusted, "within_noise": c.within_noise}
 
     variants = [
@@ -229,6 +266,7 @@ def _summary_entry(name: str, baseline: str, meta: dict, rows: list[VariantRow],
             "train_err1": r.train_err1.__dict__,
             "clean_train_err1": r.clean_train_err1.__dict__,
             "gap": r.gap.__dict__,
+            **({"precise_bn_val_err1": r.precise_bn_err1.__dict__, "precise_bn_delta": delta(r, precise_bn=True)} if r.precise_bn_err1.n else {}),
             "changes": _changes(results, r.variant, r.reference),
         }
         for r in rows

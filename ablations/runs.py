@@ -21,6 +21,7 @@ class RunResult:
     step_err: list[tuple[float, float]] = field(default_factory=list)  # (epochs done, running training error)
     clean_train_err1: float = math.nan  # final weights, eval mode, no augmentation
     params: dict[str, str] = field(default_factory=dict)
+    precise_bn: dict[str, float] = field(default_factory=dict)  # the errors with BatchNorm's statistics recomputed (ablations.backfill)
 
     def final(self, key: str) -> float:
         return self.curves[key][-1] if self.curves.get(key) else math.nan
@@ -42,4 +43,5 @@ def read_run(run) -> RunResult:
     per_epoch = float(run.data.params.get("steps_per_epoch", "0") or 0)
     step_err = [(step / per_epoch, v) for step, v in tracking.history(run_id, "train_err1_step")] if per_epoch else []
     clean = run.data.metrics.get(tracking.CLEAN_TRAIN_ERR, math.nan)
-    return RunResult(tags.get(tracking.VARIANT, "?"), int(tags.get(tracking.SEED, 0)), run_id, curves, step_err, clean, dict(run.data.params))
+    precise_bn = {k: run.data.metrics[k] for k in (tracking.PRECISE_BN_VAL_ERR, tracking.PRECISE_BN_TRAIN_ERR) if k in run.data.metrics}
+    return RunResult(tags.get(tracking.VARIANT, "?"), int(tags.get(tracking.SEED, 0)), run_id, curves, step_err, clean, dict(run.data.params), precise_bn)

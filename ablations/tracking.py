@@ -44,6 +44,8 @@ STUDIES = "studies"  # on a run: the parent runs of the studies that count it (i
 SOURCE_NAME, SOURCE_TYPE, SOURCE_COMMIT = "mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit"  # the UI's Source column
 VIEW = "mlflow.sharedViewState."  # experiment tag prefix: a saved view of the runs page, opened by ?viewStateShareKey=<key>
 CLEAN_TRAIN_ERR = "train_clean_err1"  # metric: final weights, eval mode, no augmentation
+# metrics: the final weights with BatchNorm's running statistics recomputed (`make backfill-NAME PRECISE_BN=1`)
+PRECISE_BN_VAL_ERR, PRECISE_BN_TRAIN_ERR = "val_err1_precise_bn", "train_clean_err1_precise_bn"
 
 
 def tracking_uri() -> str:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ablations import assemble, tracking
-from ablations.backfill import backfill
+from ablations.backfill import _restore, backfill, recompute_bn
 from ablations.config import build_config
 from core.config import read_yaml
 from tests.helpers import SMOKE, client, only_run, run_cli
@@ -74,8 +74,8 @@ def test_backfill_measures_old_runs_as_the_run_would(store, tmp_path):
     old = _old_run(store, source, tmp_path)
     c = client(store)
     done = backfill([c.get_run(old)], say=lambda line: None)
-    assert done[old] == pytest.approx(source.data.metrics[tracking.CLEAN_TRAIN_ERR], abs=1e-6)
-    assert c.get_run(old).data.metrics[tracking.CLEAN_TRAIN_ERR] == done[old]
+    assert done[old][tracking.CLEAN_TRAIN_ERR] == pytest.approx(source.data.metrics[tracking.CLEAN_TRAIN_ERR], abs=1e-6)
+    assert c.get_run(old).data.metrics[tracking.CLEAN_TRAIN_ERR] == done[old][tracking.CLEAN_TRAIN_ERR]
     assert backfill([c.get_run(old)]) == {}  # measured once: a second pass leaves it
 
 
@@ -88,3 +88,40 @@ def test_backfill_says_when_a_run_has_no_weights(store, tmp_path):
     messages = []
     assert backfill([client(store).get_run(old)], say=messages.append) == {}
     assert len(messages) == 1 and "no checkpoint" in messages[0] and old in messages[0]
+
+
+def test_precise_bn_recomputes_the_statistics_of_the_training_images(store, tmp_path):
+    # momentum 1e-6: the run ends with BatchNorm's initial statistics (mean 0, variance 1), the stalest possible
+    proc = run_cli("ablations.train", *SMOKE, "trainer.max_epochs=1", "model.norm=batchnorm", "model.bn_momentum=1e-6")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_run(store)
+    c = client(store)
+    dm, module = _restore(Path(c.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))), tmp_path / "checkpoints" / run.info.run_id / "last.ckpt")
+    first_bn = next(m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert torch.allclose(first_bn.running_mean, torch.zeros_like(first_bn.running_mean), atol=1e-4)
+    # what enters the first BatchNorm does not depend on any BatchNorm statistics: collect it over every training image
+    seen = []
+    hook = first_bn.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+    module.eval()
+    with torch.no_grad():
+        for images, _ in dm.clean_train_loader(10_000, batch_size=1000):
+            module(module.prepare(images, training=False))
+    hook.remove()
+    x = torch.cat(seen).transpose(0, 1).flatten(1)  # channels x (images * pixels)
+    recompute_bn(dm, module)  # 256 images: one batch, so the average over batches is over all of them
+    assert torch.allclose(first_bn.running_mean, x.mean(1), rtol=1e-4, atol=1e-5)
+    assert torch.allclose(first_bn.running_var, x.var(1), rtol=1e-3, atol=1e-5)
+
+    done = backfill([c.get_run(run.info.run_id)], say=lambda line: None, precise_bn=True)[run.info.run_id]
+    logged = c.get_run(run.info.run_id).data.metrics
+    assert logged[tracking.PRECISE_BN_VAL_ERR] == done[tracking.PRECISE_BN_VAL_ERR]
+    assert logged[tracking.PRECISE_BN_TRAIN_ERR] == done[tracking.PRECISE_BN_TRAIN_ERR]
+
+
+def test_precise_bn_leaves_a_network_without_batchnorm_as_the_run_measured_it(store):
+    proc = run_cli("ablations.train", *SMOKE, "trainer.max_epochs=1", "model.norm=lrn")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_run(store)
+    done = backfill([run], say=lambda line: None, precise_bn=True)[run.info.run_id]
+    assert done[tracking.PRECISE_BN_VAL_ERR] == pytest.approx(run.data.metrics["val_err1"], abs=1e-6)
+    assert done[tracking.PRECISE_BN_TRAIN_ERR] == pytest.approx(run.data.metrics[tracking.CLEAN_TRAIN_ERR], abs=1e-6)

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from ablations import tracking
 from ablations.report import RunResult, VariantRow, analyse, render, verdict
 from ablations.stats import describe, paired, ratio, time_to
 
@@ -69,8 +70,9 @@ def test_ratio_of_times():
     assert (r.lo, r.hi) == (pytest.approx(math.exp(math.log(2) - half), rel=1e-3), pytest.approx(math.exp(math.log(2) + half), rel=1e-3))
 
 
-def _run(variant, seed, val, train, clean=math.nan, step_err=()):
-    return RunResult(variant, seed, f"{variant}{seed}", {"val_err1": val, "train_err1": train, "val_err5": val}, list(step_err), clean)
+def _run(variant, seed, val, train, clean=math.nan, step_err=(), precise_bn=None):
+    curves = {"val_err1": val, "train_err1": train, "val_err5": val}
+    return RunResult(variant, seed, f"{variant}{seed}", curves, list(step_err), clean, precise_bn=precise_bn or {})
 
 
 def test_analyse_and_the_report_words():
@@ -95,7 +97,7 @@ def test_analyse_and_the_report_words():
 
 
 def test_a_real_difference_gets_its_size_and_direction():
-    row = VariantRow("b", 3, *[describe([0.1])] * 9)
+    row = VariantRow("b", 3, *[describe([0.1])] * 11)
     row.vs_baseline = paired({0: 0.30, 1: 0.31, 2: 0.32}, {0: 0.20, 1: 0.205, 2: 0.21})
     assert verdict(row, "a").startswith("10.50 points higher error than a (p = ")
 
@@ -121,3 +123,20 @@ def test_a_study_of_several_variants_adjusts_for_how_many_it_compares():
     assert verdict(rows["big"], "a").startswith("10.50 points higher error than a (p = ")
     assert verdict(rows["edge"], "a") == f"within noise (p = {p['edge']:.2g}, adjusted {expected['edge']:.2g} for 3 comparisons)"
     assert not rows["big"].vs_baseline.within_noise and rows["edge"].vs_baseline.within_noise
+
+
+def test_errors_with_batchnorm_statistics_recomputed_get_their_own_comparison():
+    # as trained, stale statistics add noise that hides b's 5 points; recomputed, they show
+    stale, recomputed = {0: 0.40, 1: 0.55, 2: 0.45}, {0: 0.30, 1: 0.31, 2: 0.32}
+    results = [_run("a", s, [0.5, stale[s]], [0.6, 0.2], precise_bn={tracking.PRECISE_BN_VAL_ERR: v}) for s, v in recomputed.items()]
+    results += [_run("b", s, [0.5, stale[2 - s]], [0.6, 0.2], precise_bn={tracking.PRECISE_BN_VAL_ERR: v + 0.05}) for s, v in recomputed.items()]
+    a, b = analyse(results, ["a", "b"], "a")
+    assert b.precise_bn_err1.mean == pytest.approx(0.36) and b.precise_bn_train_err1.n == 0
+    assert verdict(b, "a").startswith("within noise")
+    assert verdict(b, "a", precise_bn=True).startswith("5.00 points higher error than a (p = ")
+    text = render("x", "", "a", [a, b], {"parent_name": "p", "parent_id": "i", "profile": "smoke", "seeds": "0,1,2"}, [], 2)
+    assert "## With BatchNorm's statistics recomputed" in text and "| b | 46.67 ± 7.64 [27.69, 65.64] | 36.00 ± 1.00" in text
+    # without the measurement the section is left out
+    assert "recomputed" not in render(
+        "x", "", "a", analyse([_run("a", 0, [0.5], [0.6])], ["a"], "a"), {"parent_name": "p", "parent_id": "i", "profile": "", "seeds": "0"}, [], 1
+    )
