@@ -266,7 +266,15 @@ def _summary_entry(name: str, baseline: str, meta: dict, rows: list[VariantRow],
             "train_err1": r.train_err1.__dict__,
             "clean_train_err1": r.clean_train_err1.__dict__,
             "gap": r.gap.__dict__,
-            **({"precise_bn_val_err1": r.precise_bn_err1.__dict__, "precise_bn_delta": delta(r, precise_bn=True)} if r.precise_bn_err1.n else {}),
+            **(
+                {
+                    "precise_bn_val_err1": r.precise_bn_err1.__dict__,
+                    "precise_bn_delta": delta(r, precise_bn=True),
+                    "precise_bn_train_err1": r.precise_bn_train_err1.__dict__,
+                }
+                if r.precise_bn_err1.n
+                else {}
+            ),
             "changes": _changes(results, r.variant, r.reference),
         }
         for r in rows
