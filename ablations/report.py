@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +79,18 @@ class VariantRow:
     reference: str = ""  # the variant it is measured against: the baseline, or the file's compare
 
 
+def _per_seed(runs: dict[int, RunResult], value: Callable[[RunResult], float]) -> dict[int, float]:
+    return {s: value(r) for s, r in runs.items()}
+
+
+def _final_val(r: RunResult) -> float:
+    return r.final("val_err1")
+
+
+def _precise_bn_val(r: RunResult) -> float:
+    return r.precise_bn.get(tracking.PRECISE_BN_VAL_ERR, math.nan)
+
+
 def analyse(results: list[RunResult], order: list[str], baseline: str, compare: dict[str, str] | None = None) -> list[VariantRow]:
     """Per variant, its statistics and its paired comparison with its reference (the
     baseline unless `compare` names another variant)."""
@@ -97,22 +110,17 @@ def analyse(results: list[RunResult], order: list[str], baseline: str, compare: 
             clean_train_err1=describe([r.clean_train_err1 for r in rs]),
             gap=describe([r.final("val_err1") - r.clean_train_err1 for r in rs]),
             epochs_to_25=describe([r.epochs_to() for r in rs]),
-            precise_bn_err1=describe([r.precise_bn.get(tracking.PRECISE_BN_VAL_ERR, math.nan) for r in rs]),
+            precise_bn_err1=describe([_precise_bn_val(r) for r in rs]),
             precise_bn_train_err1=describe([r.precise_bn.get(tracking.PRECISE_BN_TRAIN_ERR, math.nan) for r in rs]),
             epoch_time=describe([float(np.median(r.curves["epoch_time_s"])) if r.curves.get("epoch_time_s") else math.nan for r in rs]),
             reference=ref,
         )
         base = by_seed.get(ref, {})
-
-        def per_seed(runs: dict[int, RunResult], value) -> dict[int, float]:
-            return {s: value(r) for s, r in runs.items()}
-
         if v != ref and base:
-            row.vs_baseline = paired(per_seed(by_seed[v], lambda r: r.final("val_err1")), per_seed(base, lambda r: r.final("val_err1")))
-            precise = lambda r: r.precise_bn.get(tracking.PRECISE_BN_VAL_ERR, math.nan)  # noqa: E731
-            row.vs_baseline_precise_bn = paired(per_seed(by_seed[v], precise), per_seed(base, precise))
+            row.vs_baseline = paired(_per_seed(by_seed[v], _final_val), _per_seed(base, _final_val))
+            row.vs_baseline_precise_bn = paired(_per_seed(by_seed[v], _precise_bn_val), _per_seed(base, _precise_bn_val))
         if base:
-            row.ratio_epochs = ratio(per_seed(by_seed[v], RunResult.epochs_to), per_seed(base, RunResult.epochs_to))
+            row.ratio_epochs = ratio(_per_seed(by_seed[v], RunResult.epochs_to), _per_seed(base, RunResult.epochs_to))
         rows.append(row)
     holm([r.vs_baseline for r in rows if r.vs_baseline is not None])
     holm([r.vs_baseline_precise_bn for r in rows if r.vs_baseline_precise_bn is not None])
