@@ -60,13 +60,18 @@ def clean_train_error(cfg_path: Path, ckpt_path: Path) -> dict[str, float]:
 def recompute_bn(dm, module) -> None:
     """BatchNorm's running statistics, reset and recomputed as plain averages over one pass
     of the clean training images (prepared as for evaluation), in train mode; a no-op
-    without BatchNorm."""
+    without BatchNorm. Dropout is on in train mode, and where BatchNorm follows it (the
+    tutorial's dense layers) its masks move the statistics: they are seeded, so the same
+    weights always give the same values."""
+    import torch
     from torch.optim.swa_utils import update_bn
 
     from lightning_modules.callbacks import CLEAN_TRAIN_IMAGES
 
     batches = ((module.prepare(images.to(module.device), training=False),) for images, _ in dm.clean_train_loader(CLEAN_TRAIN_IMAGES))
-    update_bn(batches, module)
+    with torch.random.fork_rng(devices=[module.device] if module.device.type == "cuda" else []):
+        torch.manual_seed(0)
+        update_bn(batches, module)
 
 
 def precise_bn_errors(cfg_path: Path, ckpt_path: Path) -> dict[str, float]:
