@@ -78,6 +78,15 @@ class VariantRow:
     ratio_epochs: Stat | None = None  # epochs to 25%, variant / reference
     reference: str = ""  # the variant it is measured against: the baseline, or the file's compare
 
+    def comparison(self, precise_bn: bool = False) -> Comparison | None:
+        """Against its reference on the final validation error (with `precise_bn`: with
+        BatchNorm's statistics recomputed)."""
+        return self.vs_baseline_precise_bn if precise_bn else self.vs_baseline
+
+    def delta_cell(self, precise_bn: bool = False) -> str:
+        c = self.comparison(precise_bn)
+        return "—" if self.variant == self.reference else (c.diff.fmt() if c else "n/a")
+
 
 def _per_seed(runs: dict[int, RunResult], value: Callable[[RunResult], float]) -> dict[int, float]:
     return {s: value(r) for s, r in runs.items()}
@@ -130,7 +139,7 @@ def analyse(results: list[RunResult], order: list[str], baseline: str, compare: 
 def verdict(row: VariantRow, baseline: str, precise_bn: bool = False) -> str:
     """The variant against its reference on the final validation error (with `precise_bn`:
     with BatchNorm's statistics recomputed)."""
-    c = row.vs_baseline_precise_bn if precise_bn else row.vs_baseline
+    c = row.comparison(precise_bn)
     if row.variant == baseline:
         return "baseline"
     baseline = row.reference or baseline
@@ -175,8 +184,7 @@ def render(
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        delta = "—" if r.variant == r.reference else (r.vs_baseline.diff.fmt() if r.vs_baseline else "n/a")
-        cells = [r.variant, r.n, r.final_err1.fmt(), delta, r.best_err1.fmt(), r.final_err5.fmt(), r.best_err5.fmt(), verdict(r, baseline)]
+        cells = [r.variant, r.n, r.final_err1.fmt(), r.delta_cell(), r.best_err1.fmt(), r.final_err5.fmt(), r.best_err5.fmt(), verdict(r, baseline)]
         lines.append(_row(cells))
     lines += [
         "",
@@ -230,8 +238,8 @@ def _precise_bn_section(name: str, rows: list[VariantRow], baseline: str, agains
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        delta = "—" if r.variant == r.reference else (r.vs_baseline_precise_bn.diff.fmt() if r.vs_baseline_precise_bn else "n/a")
-        cells = [r.variant, r.final_err1.fmt(), r.precise_bn_err1.fmt(), delta, verdict(r, baseline, precise_bn=True), r.precise_bn_train_err1.fmt()]
+        cells = [r.variant, r.final_err1.fmt(), r.precise_bn_err1.fmt(), r.delta_cell(precise_bn=True), verdict(r, baseline, precise_bn=True),
+                 r.precise_bn_train_err1.fmt()]  # fmt: skip
         lines.append(_row(cells))
     return lines
 
@@ -260,7 +268,7 @@ def _changes(results: list[RunResult], variant: str, reference: str) -> dict[str
 
 def _summary_entry(name: str, baseline: str, meta: dict, rows: list[VariantRow], results: list[RunResult]) -> dict:
     def delta(r: VariantRow, precise_bn: bool = False):
-        c = r.vs_baseline_precise_bn if precise_bn else r.vs_baseline
+        c = r.comparison(precise_bn)
         return None if c is None else c.diff.__dict__ | {"p": c.p_value, "p_adjusted": c.p_adjusted, "within_noise": c.within_noise}
 
     variants = [
