@@ -82,7 +82,7 @@ report-%: install ## (re)write the report of the newest study: make report-activ
 backfill-%: install ## measure the clean training error of a study's runs that predate it: make backfill-dropout (PRECISE_BN=1: errors with BatchNorm's statistics recomputed)
 	$(PY) -m ablations.backfill $* $(if $(PRECISE_BN),--precise-bn)
 
-demo: install ## the main job, offline: every ablation on synthetic shapes, reports, summary (about 10 min on 2 CPU cores)
+demo: install ## the main job, offline: every ablation on synthetic shapes, reports, summary (about 7 min on 2 CPU cores)
 	$(PY) -m ablations.demo $(if $(SEEDS),--seeds "$(SEEDS)") --parallel $(if $(filter command line,$(origin PARALLEL)),$(PARALLEL),2) $(if $(FORCE),--force) $(ARGS)
 
 ui: install ## the MLflow UI over the studies' store on http://127.0.0.1:5000 (HOST=, PORT= to change); prints each study's link
