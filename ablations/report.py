@@ -164,9 +164,7 @@ def _row(cells: list) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def render(
-    name: str, description: str, baseline: str, rows: list[VariantRow], meta: dict, plot_files: list[str], epochs: int, compare: dict[str, str] | None = None
-) -> str:
+def render(name: str, description: str, baseline: str, rows: list[VariantRow], meta: dict, plot_files: list[str], compare: dict[str, str] | None = None) -> str:
     against = "baseline" if not compare else "reference"
     lines = [f"# Ablation: {name}", ""]
     if description:
@@ -192,7 +190,7 @@ def render(
         "",
         f"Epochs of training until the training error first reaches {TARGET_TRAIN_ERR:.0%} (the paper's Figure 1 measure), "
         "read off the running training error logged every few steps and interpolated between readings "
-        f"(n/a: not reached in {epochs} epochs), and its ratio to the {against}'s (geometric mean over the seeds where both reached it, "
+        "(n/a: not reached while it trained), and its ratio to the {against}'s (geometric mean over the seeds where both reached it, "
         "95% interval, and how many pairs: a seed that never reached it is left out, so a variant that sometimes never does looks faster "
         "than it is); "
         "the training error of the last epoch as logged during training (augmented batches, dropout on); "
@@ -368,8 +366,7 @@ def write_report(name: str, parent_id: str | None = None, config_dir: Path | Non
     order = [baseline] + [v for v in order if v != baseline]
     rows = analyse(results, order, baseline, compare)
     files = _plots(results, rows, order, folder, name)
-    epochs = max((len(r.curves.get("train_err1", [])) for r in results), default=0)
-    text = render(name, description, baseline, rows, meta, files, epochs, compare)
+    text = render(name, description, baseline, rows, meta, files, compare)
     if meta["tuned"] and tune is not None:
         lines, more = tuning_section(name, tune, meta, order, baseline, rows, folder, compare)
         head, _, tail = text.partition("\n## Training speed and overfitting")

@@ -91,7 +91,7 @@ def test_analyse_and_the_report_words():
     # epochs to 25%: a crosses between its epoch readings 1 (0.6) and 2 (0.24, 0.30, 0.20), b from its step readings
     assert a.epochs_to_25.n == 2 and a.epochs_to_25.mean == pytest.approx(((1 + 0.35 / 0.36) + (1 + 0.35 / 0.40)) / 2)
     assert b.epochs_to_25.mean == pytest.approx(1.0 + 0.5 * 0.05 / 0.1)
-    text = render("x", "", "a", [a, b], {"parent_name": "p", "parent_id": "i", "profile": "smoke", "seeds": "0,1,2"}, [], 2)
+    text = render("x", "", "a", [a, b], {"parent_name": "p", "parent_id": "i", "profile": "smoke", "seeds": "0,1,2"}, [])
     assert "| b | 3 | 42.00 ± 9.54 [18.30, 65.70] | 2.00 ± 1.00 [-0.48, 4.48] |" in text
     assert "Reproduce: `make ablate-x PROFILE=smoke SEEDS=0,1,2`" in text
 
@@ -134,9 +134,9 @@ def test_errors_with_batchnorm_statistics_recomputed_get_their_own_comparison():
     assert b.precise_bn_err1.mean == pytest.approx(0.36) and b.precise_bn_train_err1.n == 0
     assert verdict(b, "a").startswith("within noise")
     assert verdict(b, "a", precise_bn=True).startswith("5.00 points higher error than a (p = ")
-    text = render("x", "", "a", [a, b], {"parent_name": "p", "parent_id": "i", "profile": "smoke", "seeds": "0,1,2"}, [], 2)
+    text = render("x", "", "a", [a, b], {"parent_name": "p", "parent_id": "i", "profile": "smoke", "seeds": "0,1,2"}, [])
     assert "## With BatchNorm's statistics recomputed" in text and "| b | 46.67 ± 7.64 [27.69, 65.64] | 36.00 ± 1.00" in text
     # without the measurement the section is left out
     assert "recomputed" not in render(
-        "x", "", "a", analyse([_run("a", 0, [0.5], [0.6])], ["a"], "a"), {"parent_name": "p", "parent_id": "i", "profile": "", "seeds": "0"}, [], 1
+        "x", "", "a", analyse([_run("a", 0, [0.5], [0.6])], ["a"], "a"), {"parent_name": "p", "parent_id": "i", "profile": "", "seeds": "0"}, []
     )
