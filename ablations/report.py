@@ -190,7 +190,7 @@ def render(name: str, description: str, baseline: str, rows: list[VariantRow], m
         "",
         f"Epochs of training until the training error first reaches {TARGET_TRAIN_ERR:.0%} (the paper's Figure 1 measure), "
         "read off the running training error logged every few steps and interpolated between readings "
-        "(n/a: not reached while it trained), and its ratio to the {against}'s (geometric mean over the seeds where both reached it, "
+        f"(n/a: not reached while it trained), and its ratio to the {against}'s (geometric mean over the seeds where both reached it, "
         "95% interval, and how many pairs: a seed that never reached it is left out, so a variant that sometimes never does looks faster "
         "than it is); "
         "the training error of the last epoch as logged during training (augmented batches, dropout on); "

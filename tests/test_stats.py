@@ -93,6 +93,7 @@ def test_analyse_and_the_report_words():
     assert b.epochs_to_25.mean == pytest.approx(1.0 + 0.5 * 0.05 / 0.1)
     text = render("x", "", "a", [a, b], {"parent_name": "p", "parent_id": "i", "profile": "smoke", "seeds": "0,1,2"}, [])
     assert "| b | 3 | 42.00 ± 9.54 [18.30, 65.70] | 2.00 ± 1.00 [-0.48, 4.48] |" in text
+    assert "its ratio to the baseline's" in text and "{" not in text  # every placeholder filled
     assert "Reproduce: `make ablate-x PROFILE=smoke SEEDS=0,1,2`" in text
 
 
