@@ -225,3 +225,26 @@ def test_init_values(arch):
     ones = {n.split(".")[-1] for n, m in paper.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and torch.all(m.bias == 1)}
     assert ones == paper.bias_one
     assert not any(torch.all(m.bias == 0) or torch.all(m.bias == 1) for m in _layers(default, (nn.Conv2d, nn.Linear)))
+
+
+@pytest.mark.parametrize("init, normalize, saturated", [("paper", "paper", True), ("default", "standard", False)])
+def test_saturation_of_tanh_units_depends_on_inputs_and_init(init, normalize, saturated):
+    """tools.saturation counts |tanh| > 0.9 per layer; conv1's count is checked against
+    tanh(conv1(x)) computed here. The paper's N(0, 0.01) on raw pixels minus the mean
+    image starts most of conv1 saturated; PyTorch's init on standardised inputs does not."""
+    from ablations import assemble
+    from ablations.config import load_config
+    from tools.saturation import saturation
+
+    cfg = load_config(["model.activation=tanh", f"model.init={init}", f"data.normalize={normalize}"], "smoke")
+    dm = assemble.datamodule(cfg)
+    dm.setup("fit")
+    module = assemble.module(cfg, dm)
+    images = dm.splits.train.images
+    fractions = saturation(module, images)
+    assert list(fractions) == ["net.features.act1", "net.features.act2", "net.features.act3"]
+    with torch.no_grad():
+        conv1 = torch.tanh(module.net.features.conv1(module.prepare(images, training=False)))
+    assert fractions["net.features.act1"] == pytest.approx(float((conv1.abs() > 0.9).float().mean()))
+    assert (fractions["net.features.act1"] > 0.5) is saturated and (fractions["net.features.act1"] < 0.05) is not saturated
+    assert not module.net.features.act1._forward_hooks  # the hooks are removed

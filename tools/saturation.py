@@ -1,0 +1,68 @@
+"""How saturated a network's tanh units are: for each tanh layer, the fraction of its
+outputs with |y| > 0.9 on training images, at initialisation or for a run's checkpoint.
+
+    python -m tools.saturation [--profile cifar] [--checkpoint PATH] [--images 1024] [key=value ...]
+
+The paper's argument for ReLU is that saturating nonlinearities learn slowly; whether a
+tanh network starts saturated depends on its inputs and initialisation together. With
+`model.init=paper data.normalize=paper` (N(0, 0.01) on raw pixels minus the mean image)
+most of conv1's outputs start saturated; with PyTorch's initialisation on standardised
+inputs almost none do. The images are the first --images of the training split, prepared
+as for validation (no augmentation); the network is in eval mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from ablations import assemble
+from ablations.config import load_config
+
+SATURATED = 0.9
+
+
+def saturation(module: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
+    """{tanh layer name: fraction of outputs with |y| > SATURATED} over uint8 `images`."""
+    outputs: dict[str, list[torch.Tensor]] = {}
+    hooks = [
+        layer.register_forward_hook(lambda _m, _i, out, name=name: outputs.setdefault(name, []).append(out.detach()))
+        for name, layer in module.named_modules()
+        if isinstance(layer, torch.nn.Tanh)
+    ]
+    module.eval()
+    try:
+        with torch.no_grad():
+            for batch in images.split(256):
+                module(module.prepare(batch, training=False))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: float((torch.cat(out).abs() > SATURATED).float().mean()) for name, out in outputs.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--checkpoint", help="a run's checkpoint (checkpoints/<run id>/last.ckpt); default: the initial weights")
+    parser.add_argument("--images", type=int, default=1024)
+    args = parser.parse_args(argv)
+    cfg = load_config(["model.activation=tanh", f"data.train_size={args.images}", *args.overrides], args.profile)
+    dm = assemble.datamodule(cfg)
+    dm.setup("fit")
+    torch.manual_seed(cfg.seed)
+    module = assemble.module(cfg, dm)
+    if args.checkpoint:
+        module.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=False)["state_dict"])
+    fractions = saturation(module, dm.splits.train.images[: args.images])
+    print(f"init={cfg.model.init} data.normalize={cfg.data.normalize} weights={args.checkpoint or 'initial'}")
+    for name, fraction in fractions.items():
+        print(f"  {name}: {fraction:.1%} of outputs with |y| > {SATURATED}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
