@@ -77,6 +77,22 @@ class Interrupted(Exception):
     """Training stopped by Ctrl-C or SIGTERM (Lightning turns both into SystemExit)."""
 
 
+class _InterruptOnce:
+    """The SIGINT handler: interrupt training once, then let the run shut down. Ctrl-C in a
+    terminal reaches a study and its training processes at once, and the study then sends
+    its own SIGINT; a second KeyboardInterrupt inside the shutdown left runs RUNNING or hung
+    the process until the study's SIGKILL (measured). A flag, not SIG_IGN: Lightning puts
+    back the handler it found when `fit` ends, which would re-arm a swapped-out one."""
+
+    def __init__(self) -> None:
+        self.fired = False
+
+    def __call__(self, signum, frame) -> None:
+        if not self.fired:
+            self.fired = True
+            raise KeyboardInterrupt
+
+
 def _interrupted(err: BaseException) -> bool:
     """Ctrl-C (Lightning exits with 1 after it) or SIGTERM (Lightning's SIGTERMException)."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -253,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         # Ctrl-C, and a study stopping its runs (SIGINT), interrupt training even where this process
         # started with SIGINT ignored, as it does in the background of a script or under a test worker
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, _InterruptOnce())
     cfg = load_config(args.overrides, args.profile, args.config_dir)
     start = time.time()
     try:

@@ -209,3 +209,30 @@ def test_ui_and_server_bind_loopback():
     for target in ("ui", "server"):
         dry = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert "--host 127.0.0.1" in dry.stdout, dry.stdout
+
+
+def test_ctrl_c_interrupts_training_once_even_after_lightning_restores_the_handler():
+    """Ctrl-C reaches a study and its training processes at once, and the study then sends its
+    own SIGINT: the second one must not cut the run's shutdown short (it left runs RUNNING).
+    Lightning puts back the SIGINT handler it found when `fit` ends, so the training process's
+    handler must stay quiet after the first interrupt however it is re-installed."""
+    import lightning as L
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from ablations.train import _InterruptOnce
+
+    class CtrlC(L.Callback):
+        def on_train_batch_start(self, trainer, *_):
+            if trainer.global_step == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, _InterruptOnce())
+    try:
+        trainer = L.Trainer(max_epochs=1, callbacks=[CtrlC()], logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")
+        with pytest.raises(SystemExit):  # Lightning turns the KeyboardInterrupt into SystemExit(1)
+            trainer.fit(BoringModel())
+        assert trainer.global_step == 2 and trainer.interrupted
+        os.kill(os.getpid(), signal.SIGINT)  # the study's SIGINT, after Lightning's teardown: ignored
+        time.sleep(0.05)
+    finally:
+        signal.signal(signal.SIGINT, previous)
