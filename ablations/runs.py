@@ -29,6 +29,10 @@ class RunResult:
     def best(self, key: str) -> float:
         return min(self.curves[key]) if self.curves.get(key) else math.nan
 
+    @property
+    def epochs_trained(self) -> int:
+        return len(self.curves.get("train_err1", []))
+
     def epochs_to(self, target: float = TARGET_TRAIN_ERR) -> float:
         """Epochs of training until the training error first reaches `target`: from the
         running error logged every few steps when the run has it, else per epoch."""

@@ -97,6 +97,27 @@ def test_analyse_and_the_report_words():
     assert "Reproduce: `make ablate-x PROFILE=smoke SEEDS=0,1,2`" in text
 
 
+def test_a_variant_that_never_reaches_the_target_gets_a_lower_bound_on_its_ratio():
+    # the reference reaches 25% in 2.0 and 2.5 epochs; b trains 5 epochs on seed 0 without reaching it
+    # (bound 5 / 2 = 2.5) and 10 on seed 1 (bound 10 / 2.5 = 4): every pair's ratio exceeds 2.5
+    results = [
+        _run("a", 0, [0.5, 0.4], [0.5, 0.25]),
+        _run("a", 1, [0.5, 0.4], [0.5, 0.5, 0.2]),
+        _run("b", 0, [0.5] * 5, [0.6] * 5),
+        _run("b", 1, [0.5] * 10, [0.6] * 10),
+    ]
+    a, b = analyse(results, ["a", "b"], "a")
+    assert a.epochs_to_25.mean == pytest.approx((2.0 + 2 + 0.25 / 0.3) / 2)
+    assert b.ratio_epochs.n == 0 and b.censored_pairs == 2
+    assert b.ratio_floor == pytest.approx(min(5 / 2.0, 10 / (2 + 0.25 / 0.3)))
+    text = render("x", "", "a", [a, b], {"parent_name": "p", "parent_id": "i", "profile": "smoke", "seeds": "0,1"}, [])
+    assert f"| b | n/a (0/2 seeds) | > {b.ratio_floor:.2f}x in 2 pairs where only the a reached it |" in text
+    # one seed of b reaches it: that pair gives the ratio, the other the bound
+    results[2] = _run("b", 0, [0.5] * 3, [0.6, 0.3, 0.2])
+    b = analyse(results, ["a", "b"], "a")[1]
+    assert b.ratio_epochs.n == 1 and b.censored_pairs == 1 and b.ratio_floor == pytest.approx(10 / (2 + 0.25 / 0.3))
+
+
 def test_a_real_difference_gets_its_size_and_direction():
     row = VariantRow("b", 3, *[describe([0.1])] * 11)
     row.vs_baseline = paired({0: 0.30, 1: 0.31, 2: 0.32}, {0: 0.20, 1: 0.205, 2: 0.21})
