@@ -62,28 +62,40 @@ def bars(names: Sequence[str], means: Sequence[float], los: Sequence[float], pat
     _save(plt, fig, ax, path, title, legend=False, grid={"axis": "y"})
 
 
-def sensitivity(series: dict[str, list[tuple[float, float]]], chosen: dict[str, float], path: Path, xlabel: str, ylabel: str, title: str) -> None:
+def sensitivity(
+    series: dict[str, list[tuple[float, float]]], chosen: dict[str, float], path: Path, xlabel: str, ylabel: str, title: str,
+    tiebreak: tuple[str, dict[str, list[tuple[float, float]]]] | None = None,
+) -> None:  # fmt: skip
     """Per variant, the tuning objective against the tuned value (log x); candidates that
-    lost (failed, or never reached the target) are drawn as x at the top; the chosen one ringed."""
+    lost (failed, or never reached the target) are drawn as x at the top; the chosen one ringed.
+    With `tiebreak` (its label, and its values per variant), a second panel draws what ranks
+    the candidates that never reached the target, so a variant none of whose candidates did
+    still shows its curve and its choice."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    finite = [y for pts in series.values() for _, y in pts if math.isfinite(y)]
-    top = max(finite) * 1.1 if finite else 1.0
-    for variant, pts in series.items():
-        pts = sorted(pts)
-        ok = [(x, y) for x, y in pts if math.isfinite(y)]
-        (line,) = ax.plot([x for x, _ in ok], [y for _, y in ok], "o-", label=variant, lw=2)
-        lost = [x for x, y in pts if not math.isfinite(y)]
-        if lost:
-            ax.plot(lost, [top] * len(lost), "x", color=line.get_color(), ms=9)
-        if variant in chosen:
-            best = [y for x, y in pts if x == chosen[variant]]
+    panels = [(ylabel, series)] + ([tiebreak] if tiebreak else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.2), dpi=110, squeeze=False)
+    for ax, (label, data) in zip(axes[0], panels, strict=True):
+        finite = [y for pts in data.values() for _, y in pts if math.isfinite(y)]
+        top = max(finite) * 1.1 if finite else 1.0
+        for variant, pts in data.items():
+            pts = sorted(pts)
+            ok = [(x, y) for x, y in pts if math.isfinite(y)]
+            (line,) = ax.plot([x for x, _ in ok], [y for _, y in ok], "o-", label=variant, lw=2)
+            lost = [x for x, y in pts if not math.isfinite(y)]
+            if lost:
+                ax.plot(lost, [top] * len(lost), "x", color=line.get_color(), ms=9)
+            best = [y for x, y in pts if x == chosen.get(variant)]
             if best and math.isfinite(best[0]):
                 ax.plot([chosen[variant]], best, "o", ms=14, mfc="none", color=line.get_color())
-    ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    _save(plt, fig, ax, path, title, grid={"which": "both"})
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(label)
+        ax.set_title(title if ax is axes[0][0] else label)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def effects(names: Sequence[str], values: Sequence[float], los: Sequence[float], his: Sequence[float], path: Path, title: str) -> None:

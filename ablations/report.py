@@ -327,19 +327,25 @@ def tuning_section(
     what = "final val top-1 error" if tune.objective == "val_err1" else f"epochs to {tune.target:.0%} train err"
     scale = 100 if tune.objective == "val_err1" else 1  # errors drawn in %
     series = {v: [(c.values[key], c.score[0] * scale) for c in found if c.variant == v] for v in order}
+    to_target = tune.objective == "epochs_to_train_err"
+    last = "running train err at the end (%)"
+    tiebreak = (last, {v: [(c.values[key], c.score[1] * 100) for c in found if c.variant == v] for v in order}) if to_target else None
     plots.sensitivity(series, {v: values[key] for v, values in chosen.items()}, folder / "sensitivity.png", key, what + (" (%)" if scale == 100 else ""),
-                      f"{name}: tuning ({tune.search}, {len(tune.seeds)} seed(s) per candidate)")  # fmt: skip
+                      f"{name}: tuning ({tune.search}, {len(tune.seeds)} seed(s) per candidate)", tiebreak)  # fmt: skip
+    rule = ("a failed run loses; a run that never reached the target ranks behind every one that did, by its running training error "
+            "at the end (the plot's second panel)") if to_target else "a failed run loses"  # fmt: skip
     lines = ["", "## Tuning", "", f"Each variant trained at its own best {', '.join(tune.space)}, chosen by {what} (lower is better) over "
              f"{tune.search} candidates {', '.join(_value(x) for x in tune.space[key]) if tune.search == 'grid' else 'from Optuna'}, "
-             f"under the tuning budget {tune.budget or '(none)'}; a failed run or a target never reached loses.", "",
+             f"under the tuning budget {tune.budget or '(none)'}; {rule}.", "",
              _row(["variant", "tuned", f"{what} at it", "candidates tried"]), "|---|---|---|---|"]  # fmt: skip
     for v in order:
         best = next((c for c in found if c.variant == v and c.values == chosen.get(v)), None)
-        score = (
-            "n/a"
-            if best is None or not math.isfinite(best.score[0])
-            else (f"{best.score[0] * 100:.2f}" if tune.objective == "val_err1" else f"{best.score[0]:.2f}")
-        )
+        if best is None or best.lost:
+            score = "n/a"
+        elif not math.isfinite(best.score[0]):
+            score = f"not reached (running train err {best.score[1] * 100:.1f} at the end)"
+        else:
+            score = f"{best.score[0] * 100:.2f}" if tune.objective == "val_err1" else f"{best.score[0]:.2f}"
         lines.append(_row([v, ", ".join(f"{k}={_value(x)}" for k, x in chosen.get(v, {}).items()), score, sum(c.variant == v for c in found)]))
     lines += ["", *(f"- **Warning:** {w}." for w in tuning.at_edge(tune, chosen)), "", "![sensitivity.png](sensitivity.png)"]
     shared = tracking.newest_study(name, tuned=False, finished=True)

@@ -175,6 +175,33 @@ def test_time_to_target_objective_ranks_by_epochs_then_by_final_error(store):
     assert scores[0.1] == pytest.approx((1.75, 0.1))  # 0.4 at epoch 1, 0.2 at epoch 2: 0.25 at 1 + 0.15 / 0.2
 
 
+def test_the_report_shows_the_choice_of_a_variant_that_never_reached_the_target(store, tmp_path):
+    """Under the time-to-target objective, a variant none of whose candidates reached the
+    target is still tuned, by its final running training error: the report says so, and
+    says what that error was, instead of a bare n/a."""
+    from ablations.report import tuning_section
+
+    tune = parse_tune({"space": {"optim.lr": [0.01, 0.1]}, "objective": "epochs_to_train_err", "target": 0.25}, "x")
+    c = client(store)
+    exp = c.create_experiment("never")
+    ids = []
+    for variant, by_lr in {"a": {0.01: [0.5, 0.3, 0.28], 0.1: [0.4, 0.2, 0.1]}, "b": {0.01: [0.6, 0.5, 0.4], 0.1: [0.5, 0.4, 0.3]}}.items():
+        for lr, errs in by_lr.items():
+            run = c.create_run(exp, tags={"variant": variant, "tuning": "true", "tune.optim.lr": str(lr)}).info.run_id
+            c.log_param(run, "steps_per_epoch", "10")
+            for step, err in zip((10, 20, 30), errs, strict=True):
+                c.log_metric(run, "train_err1_step", err, step=step)
+            c.set_terminated(run, "FINISHED")
+            ids.append(run)
+    parent = c.create_run(exp, tags={tracking.TUNING_RUNS: ",".join(ids)}).info.run_id
+    lines, plots = tuning_section("never", tune, {"parent_id": parent}, ["a", "b"], "a", [], tmp_path, {})
+    text = "\n".join(lines)
+    assert "| a | optim.lr=0.1 | 1.75 | 2 |" in text
+    assert "| b | optim.lr=0.1 | not reached (running train err 30.0 at the end) | 2 |" in text
+    assert "ranks behind every one that did, by its running training error at the end" in text
+    assert (tmp_path / plots[0]).stat().st_size > 1000
+
+
 def test_a_bad_tune_block_exits_2_before_anything_runs(store, configs):
     (configs / "ablations" / "badtune.yaml").write_text("baseline: a\nvariants: {a: {}}\ntune: {space: {optim.lrr: [0.1, 0.2]}}\n")
     proc = run_cli("ablations.study", "badtune", "--profile", "smoke", "--tune")
