@@ -18,11 +18,15 @@ def _pyplot():
     return plt
 
 
-def _save(plt, fig, ax, path: Path, title: str, legend: bool = True, grid: dict | None = None) -> None:
+def _decorate(ax, title: str, legend: bool = True, grid: dict | None = None) -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3, **(grid or {}))
     if legend:
         ax.legend(fontsize=8)
+
+
+def _save(plt, fig, ax, path: Path, title: str, legend: bool = True, grid: dict | None = None) -> None:
+    _decorate(ax, title, legend, grid)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -90,12 +94,9 @@ def sensitivity(
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
-        ax.set_title(title if ax is axes[0][0] else label)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+        if ax is not axes[0][0]:
+            _decorate(ax, label, grid={"which": "both"})
+    _save(plt, fig, axes[0][0], path, title, grid={"which": "both"})
 
 
 def effects(names: Sequence[str], values: Sequence[float], los: Sequence[float], his: Sequence[float], path: Path, title: str) -> None:

@@ -131,12 +131,9 @@ def analyse(results: list[RunResult], order: list[str], baseline: str, compare: 
             row.vs_baseline = paired(_per_seed(by_seed[v], _final_val), _per_seed(base, _final_val))
             row.vs_baseline_precise_bn = paired(_per_seed(by_seed[v], _precise_bn_val), _per_seed(base, _precise_bn_val))
         if base:
-            row.ratio_epochs = ratio(_per_seed(by_seed[v], RunResult.epochs_to), _per_seed(base, RunResult.epochs_to))
-            floors = [
-                r.epochs_trained / base[s].epochs_to()
-                for s, r in by_seed[v].items()
-                if s in base and math.isnan(r.epochs_to()) and not math.isnan(base[s].epochs_to())
-            ]
+            mine, theirs = _per_seed(by_seed[v], RunResult.epochs_to), _per_seed(base, RunResult.epochs_to)
+            row.ratio_epochs = ratio(mine, theirs)
+            floors = [by_seed[v][s].epochs_trained / theirs[s] for s, t in mine.items() if math.isnan(t) and not math.isnan(theirs.get(s, math.nan))]
             row.ratio_floor, row.censored_pairs = min(floors, default=math.nan), len(floors)
         rows.append(row)
     holm([r.vs_baseline for r in rows if r.vs_baseline is not None])
@@ -161,17 +158,12 @@ def verdict(row: VariantRow, baseline: str, precise_bn: bool = False) -> str:
 
 
 def _fmt_ratio(row: VariantRow) -> str:
-    s = row.ratio_epochs
+    s, k = row.ratio_epochs, row.censored_pairs
+    floor = f"> {row.ratio_floor:.2f}x in {k} pair{'s' if k > 1 else ''} where only the {row.reference} reached it" if k else ""
     if s is None or s.n == 0 or math.isnan(s.mean):
-        text = "n/a"
-    elif s.n == 1:
-        text = f"{s.mean:.2f}x (ratio of means: under 2 paired seeds)"
-    else:
-        text = f"{s.mean:.2f}x [{s.lo:.2f}, {s.hi:.2f}] ({s.n} pairs)"
-    if row.censored_pairs:
-        floor = f"> {row.ratio_floor:.2f}x in {row.censored_pairs} pair{'s' if row.censored_pairs > 1 else ''} where only the {row.reference} reached it"
-        text = floor if text == "n/a" else f"{text}; {floor}"
-    return text
+        return floor or "n/a"
+    text = f"{s.mean:.2f}x (ratio of means: under 2 paired seeds)" if s.n == 1 else f"{s.mean:.2f}x [{s.lo:.2f}, {s.hi:.2f}] ({s.n} pairs)"
+    return f"{text}; {floor}" if floor else text
 
 
 def _row(cells: list) -> str:
