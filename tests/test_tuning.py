@@ -159,18 +159,22 @@ def test_optuna_search_trains_its_trials_and_tells_each_once():
     assert resumed.ask() == {} and all(len(s.trials) == len({tuning._key(c.values) for c in found if c.variant == v}) for v, s in resumed.studies.items())
 
 
+def _timed(c, exp: str, variant: str, lr: float, errs: list[float]) -> str:
+    """A finished tuning run (10 steps per epoch) whose running training error at the end of
+    epochs 1, 2, 3 is `errs`; returns its id."""
+    run = c.create_run(exp, tags={"variant": variant, "tuning": "true", "tune.optim.lr": str(lr)}).info.run_id
+    c.log_param(run, "steps_per_epoch", "10")
+    for step, err in zip((10, 20, 30), errs, strict=True):
+        c.log_metric(run, "train_err1_step", err, step=step)
+    c.set_terminated(run, "FINISHED")
+    return run
+
+
 def test_time_to_target_objective_ranks_by_epochs_then_by_final_error(store):
     tune = parse_tune({"space": {"optim.lr": [0.01, 0.1]}, "objective": "epochs_to_train_err", "target": 0.25}, "x")
     c = client(store)
     exp = c.create_experiment("times")
-    scores = {}
-    for lr, errs in {0.01: [0.5, 0.3, 0.28], 0.1: [0.4, 0.2, 0.1]}.items():
-        run = c.create_run(exp, tags={"variant": "a", "tuning": "true", "tune.optim.lr": str(lr)}).info.run_id
-        c.log_param(run, "steps_per_epoch", "10")
-        for step, err in zip((10, 20, 30), errs):
-            c.log_metric(run, "train_err1_step", err, step=step)
-        c.set_terminated(run, "FINISHED")
-        scores[lr] = tuning.score(c.get_run(run), tune)
+    scores = {lr: tuning.score(c.get_run(_timed(c, exp, "a", lr, errs)), tune) for lr, errs in {0.01: [0.5, 0.3, 0.28], 0.1: [0.4, 0.2, 0.1]}.items()}
     assert scores[0.01] == (math.inf, 0.28)  # never reached: ranked by its last training error
     assert scores[0.1] == pytest.approx((1.75, 0.1))  # 0.4 at epoch 1, 0.2 at epoch 2: 0.25 at 1 + 0.15 / 0.2
 
@@ -184,15 +188,8 @@ def test_the_report_shows_the_choice_of_a_variant_that_never_reached_the_target(
     tune = parse_tune({"space": {"optim.lr": [0.01, 0.1]}, "objective": "epochs_to_train_err", "target": 0.25}, "x")
     c = client(store)
     exp = c.create_experiment("never")
-    ids = []
-    for variant, by_lr in {"a": {0.01: [0.5, 0.3, 0.28], 0.1: [0.4, 0.2, 0.1]}, "b": {0.01: [0.6, 0.5, 0.4], 0.1: [0.5, 0.4, 0.3]}}.items():
-        for lr, errs in by_lr.items():
-            run = c.create_run(exp, tags={"variant": variant, "tuning": "true", "tune.optim.lr": str(lr)}).info.run_id
-            c.log_param(run, "steps_per_epoch", "10")
-            for step, err in zip((10, 20, 30), errs, strict=True):
-                c.log_metric(run, "train_err1_step", err, step=step)
-            c.set_terminated(run, "FINISHED")
-            ids.append(run)
+    planted = {"a": {0.01: [0.5, 0.3, 0.28], 0.1: [0.4, 0.2, 0.1]}, "b": {0.01: [0.6, 0.5, 0.4], 0.1: [0.5, 0.4, 0.3]}}
+    ids = [_timed(c, exp, variant, lr, errs) for variant, by_lr in planted.items() for lr, errs in by_lr.items()]
     parent = c.create_run(exp, tags={tracking.TUNING_RUNS: ",".join(ids)}).info.run_id
     lines, plots = tuning_section("never", tune, {"parent_id": parent}, ["a", "b"], "a", [], tmp_path, {})
     text = "\n".join(lines)
