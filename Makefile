@@ -32,7 +32,7 @@ STUDY_FLAGS = $(if $(PROFILE),--profile $(PROFILE)) $(if $(SEEDS),--seeds "$(SEE
 	$(if $(DATA),data.name=$(DATA)) $(ARGS)
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: help install lint test test-slow test-all train summary ablations ablate-all demo ui server bench gpu-check screenshots clean
+.PHONY: help install lint test test-slow test-all train summary ablations ablate-all migrate demo ui server bench gpu-check screenshots clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -81,6 +81,9 @@ report-%: install ## (re)write the report of the newest study: make report-activ
 
 backfill-%: install ## measure the clean training error of a study's runs that predate it: make backfill-dropout (PRECISE_BN=1: errors with BatchNorm's statistics recomputed)
 	$(PY) -m ablations.backfill $* $(if $(PRECISE_BN),--precise-bn)
+
+migrate: install ## once, for a store written before neutral values: recompute every run's config_hash from its params
+	$(PY) -m ablations.migrate
 
 demo: install ## the main job, offline: every ablation on synthetic shapes, reports, summary (about 7 min on 2 CPU cores)
 	$(PY) -m ablations.demo $(if $(SEEDS),--seeds "$(SEEDS)") --parallel $(if $(filter command line,$(origin PARALLEL)),$(PARALLEL),2) $(if $(FORCE),--force) $(ARGS)

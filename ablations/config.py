@@ -1,6 +1,7 @@
 """The whole configuration of one run, composed from the sections the layers own.
 
-A run is described by one `Config`: the paper's baseline (`configs/base.yaml`),
+A run is described by one `Config`: the paper's baseline (the dataclasses' defaults,
+here and in the sections the layers own: `python -m ablations.config` prints them),
 the chosen architecture's own choices (`configs/archs/<arch>.yaml`, if any), then
 a profile, then (in a study) the ablation file's overrides, the command line's and
 last the variant's own keys, so that a variant is always what it says; each a dotted
@@ -20,7 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from core import paths
-from core.config import build, flatten, parse_overrides, read_yaml, require, unflatten
+from core.config import build, flatten, neutral_values, parse_overrides, read_yaml, require, unflatten
 from core.errors import ConfigError
 from core.keys import EXECUTION_KEYS
 from data.registry import DataConfig
@@ -78,19 +79,36 @@ class Config:
         """Every key, dotted: what MLflow records as params."""
         return flatten(self.to_dict())
 
+    def identity(self) -> dict[str, str]:
+        """What is trained, as the keys that make it differ from the neutral run (`identity`)."""
+        return identity({k: str(v) for k, v in self.flat().items()})
+
     def hash(self) -> str:
-        """Identifies what is trained: equal hashes, the same experiment. Keys that
-        only say where and how fast it runs (devices, threads, workers, logging,
-        memory format) are left out, so a run on 1 or 8 devices counts as the same; so is
-        where a named dataset is kept, but an image folder's root is its dataset itself."""
-        counted = {k: v for k, v in self.flat().items() if k not in EXECUTION_KEYS}
-        if self.data.name == "imagefolder":
-            counted["data.root"] = str(Path(self.data.root).expanduser().resolve())
-        blob = json.dumps(counted, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        """Identifies what is trained: equal hashes, the same experiment (`identity`)."""
+        return identity_hash(self.identity())
 
     def dump(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def identity(params: dict[str, str]) -> dict[str, str]:
+    """A run's identity from its flat keys as MLflow records them (strings): every key of
+    the current Config that is not at its neutral value (`core.config.neutral_values`),
+    so a key added later with a neutral default changes no finished run's identity, and
+    a run at a changed default differs from the runs before the change. Keys that only
+    say where and how fast it runs (devices, threads, workers, logging, memory format)
+    are left out, so a run on 1 or 8 devices is the same; so is where a named dataset
+    is kept, but an image folder's root is its dataset itself. Keys the current Config
+    no longer has are ignored; keys a run predates count as neutral."""
+    neutral = neutral_values(Config)
+    counted = {k: v for k, v in params.items() if k in neutral and k not in EXECUTION_KEYS and v != str(neutral[k])}
+    if params.get("data.name") == "imagefolder":
+        counted["data.root"] = str(Path(params.get("data.root", "")).expanduser().resolve())
+    return counted
+
+
+def identity_hash(counted: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(counted, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def profiles(config_dir: Path | None = None) -> list[str]:
@@ -108,11 +126,11 @@ def profile_overrides(name: str | None, config_dir: Path | None = None) -> dict[
 
 
 def build_config(*layers: dict[str, Any], config_dir: Path | None = None) -> Config:
-    """Merges the baseline with flat override layers (later wins) and validates.
+    """Merges the baseline (the defaults) with flat override layers (later wins) and validates.
     The chosen architecture's own choices (configs/archs/<arch>.yaml, if there is
     one) come right above the baseline: under every layer given here."""
     config_dir = config_dir or paths.config_dir()
-    base = flatten(read_yaml(config_dir / "base.yaml"))
+    base = Config().flat()
     given: dict[str, Any] = {}
     for layer in layers:
         given.update(flatten(layer))
@@ -123,3 +141,7 @@ def build_config(*layers: dict[str, Any], config_dir: Path | None = None) -> Con
 
 def load_config(overrides: list[str] | None = None, profile: str | None = None, config_dir: Path | None = None) -> Config:
     return build_config(profile_overrides(profile, config_dir), parse_overrides(overrides or []), config_dir=config_dir)
+
+
+if __name__ == "__main__":  # python -m ablations.config: the baseline, every key at its default
+    print(Config().dump(), end="")

@@ -219,9 +219,9 @@ def run(
     launched_env, monitor = None, None
     try:
         if rank0:
-            params = cfg.flat() | {
-                "data.image_size": size,
-                "model.num_classes": cfg.model.num_classes or dm.num_classes,
+            params = cfg.flat() | {  # as configured (its identity), and what null resolved to
+                "resolved.image_size": size,
+                "resolved.num_classes": cfg.model.num_classes or dm.num_classes,
                 "resolved.channels_last": assemble.channels_last(cfg),
                 "steps_per_epoch": len(dm.train_dataloader()) if cfg.trainer.limit_train_batches is None else cfg.trainer.limit_train_batches,
             }

@@ -34,6 +34,28 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+NEUTRAL = "neutral"  # field metadata: the value that reproduces what the code did before the key existed
+
+
+def neutral_values(cls: type, prefix: str = "") -> dict[str, Any]:
+    """Each key's neutral value, dotted: the field's `metadata["neutral"]` where it has one
+    (a key whose default has changed keeps its old default there), else its default.
+    A run's identity leaves out every key at its neutral value, so adding a key with a
+    neutral default leaves every finished run's identity as it was."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.update(neutral_values(tp, f"{prefix}{f.name}."))
+        elif NEUTRAL in f.metadata:
+            out[prefix + f.name] = f.metadata[NEUTRAL]
+        elif f.default is not dataclasses.MISSING:
+            out[prefix + f.name] = f.default
+        else:
+            raise TypeError(f"config field {prefix}{f.name} needs a default or a neutral value")
+    return out
+
+
 def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for dotted, value in flat.items():

@@ -34,7 +34,7 @@ def test_one_run_is_tracked(store):
         "trainer.max_epochs",
     ):
         assert key in p
-    assert p["model.activation"] == "tanh" and p["data.image_size"] == "32" and p["model.num_classes"] == "10"
+    assert p["model.activation"] == "tanh" and p["resolved.image_size"] == "32" and p["resolved.num_classes"] == "10" and p["data.image_size"] == "None"
     for key in EPOCH_METRICS:
         history = client.get_metric_history(run.info.run_id, key)
         assert [m.step for m in history] == [0, 1], key

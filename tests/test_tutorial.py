@@ -145,5 +145,5 @@ def test_the_tutorial_profile_trains_on_oxford_17_flowers(store, tmp_path):
     assert proc.returncode == 0, show(proc)
     run = only_run(store, "train")
     assert run.info.status == "FINISHED"
-    assert run.data.params["model.arch"] == "tutorial" and run.data.params["model.num_classes"] == "17"
-    assert run.data.params["optim.name"] == "adam" and run.data.params["data.image_size"] == "224"
+    assert run.data.params["model.arch"] == "tutorial" and run.data.params["resolved.num_classes"] == "17"
+    assert run.data.params["optim.name"] == "adam" and run.data.params["resolved.image_size"] == "224"
