@@ -65,7 +65,7 @@ train: install ## train one model: make train ARGS="model.activation=tanh"
 	$(PY) -m ablations.train --profile $(or $(PROFILE),demo) $(if $(DATA),data.name=$(DATA)) $(ARGS)
 
 summary: install ## per-layer table: make summary ARGS="model.arch=alexnet model.num_classes=1000"
-	$(PY) -m ablations.summary $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATA),data.name=$(DATA)) $(ARGS)
+	$(PY) -m ablations.train.summary $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATA),data.name=$(DATA)) $(ARGS)
 
 ablations: install ## list the ablations with their descriptions
 	@$(PY) -m ablations.catalog
@@ -80,16 +80,16 @@ report-%: install ## (re)write the report of the newest study: make report-activ
 	$(PY) -m ablations.report $*
 
 backfill-%: install ## measure the clean training error of a study's runs that predate it: make backfill-dropout (PRECISE_BN=1: errors with BatchNorm's statistics recomputed)
-	$(PY) -m ablations.backfill $* $(if $(PRECISE_BN),--precise-bn)
+	$(PY) -m ablations.train.backfill $* $(if $(PRECISE_BN),--precise-bn)
 
 migrate: install ## once, for a store written before neutral values: recompute every run's config_hash from its params
-	$(PY) -m ablations.migrate
+	$(PY) -m ablations.study.migrate
 
 demo: install ## the main job, offline: every ablation on synthetic shapes, reports, summary (about 7 min on 2 CPU cores)
 	$(PY) -m ablations.demo $(if $(SEEDS),--seeds "$(SEEDS)") --parallel $(if $(filter command line,$(origin PARALLEL)),$(PARALLEL),2) $(if $(FORCE),--force) $(ARGS)
 
 ui: install ## the MLflow UI over the studies' store on http://127.0.0.1:5000 (HOST=, PORT= to change); prints each study's link
-	@MLFLOW_UI_URL=http://$(HOST):$(PORT) $(PY) -m ablations.browse
+	@MLFLOW_UI_URL=http://$(HOST):$(PORT) $(PY) -m ablations.tracking.browse
 	$(VENV)/bin/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host $(HOST) --port $(PORT)
 
 server: install ## a shared MLflow tracking server (SQLite, or BACKEND_STORE=postgresql+psycopg://...) on http://127.0.0.1:5000 (HOST=, PORT=)

@@ -16,9 +16,10 @@ import argparse
 import sys
 import time
 
-from ablations import overview, tracking
+from ablations import tracking
+from ablations.report import summary as overview
 from ablations.spec import DEFAULT_PROFILE, available, load_ablation, parse_seeds
-from ablations.study import Study
+from ablations.study.runner import Study
 from core import paths
 from core.errors import EXIT_INTERRUPTED, run_command
 

@@ -4,7 +4,7 @@ new user meets it: a fresh browser profile (nothing stored, nothing injected), a
 
 From the link the study prints: its runs grouped by variant, each run's seed and
 val_err1 (as the store holds them) and its dataset; in Chart view each variant's mean
-curve over seeds, with a band. The same view reached from `python -m ablations.browse`'s
+curve over seeds, with a band. The same view reached from `python -m ablations.tracking.browse`'s
 link and, by clicking, from the UI's home page. The study's HTML report in the artifact
 viewer. The browser steps are those of `python -m tools.screenshots`, which takes the
 README's screenshots."""
@@ -65,9 +65,9 @@ def _assert_grouped(table, runs, where):
 
 
 def _browse_link(base_url: str, study: str) -> str:
-    """The link `python -m ablations.browse` (what `make ui` prints first) gives the study."""
+    """The link `python -m ablations.tracking.browse` (what `make ui` prints first) gives the study."""
     env = dict(os.environ) | {"MLFLOW_TRACKING_URI": base_url}
-    done = subprocess.run([sys.executable, "-m", "ablations.browse"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "ablations.tracking.browse"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     links = [line.split()[1] for line in done.stdout.splitlines() if line.split()[:1] == [study]]
     assert len(links) == 1, done.stdout
@@ -149,10 +149,10 @@ def test_a_new_user_finds_the_study_in_the_mlflow_ui(tmp_path):
                             assert any(y == pytest.approx(bound, abs=1e-12) for y in at_step), (variant, s, bound, band)
                 lap("chart")
 
-            # --- (d) the link `python -m ablations.browse` prints, and clicks from the home page
+            # --- (d) the link `python -m ablations.tracking.browse` prints, and clicks from the home page
             assert browse_link == link, (browse_link, link)
             with new_page(b) as page:
-                _assert_grouped(open_study(page, browse_link, runs.variants, shots / "browse.png"), runs, "ablations.browse link")
+                _assert_grouped(open_study(page, browse_link, runs.variants, shots / "browse.png"), runs, "ablations.tracking.browse link")
             lap("browse link")
             with new_page(b) as page:
                 steps_taken, table = open_from_home(page, server.url, "activation", runs.view_name, runs.variants, shots / "home.png")

@@ -11,9 +11,10 @@ from urllib.parse import urlparse
 import pytest
 import torch
 
-from ablations import assemble, tracking
-from ablations.backfill import _restore, backfill, recompute_bn
-from ablations.config import build_config
+from ablations import tracking
+from ablations.train import assemble
+from ablations.train.backfill import _restore, backfill, recompute_bn
+from ablations.train.config import build_config
 from core.config import read_yaml
 from tests.helpers import SMOKE, client, only_run, run_cli
 

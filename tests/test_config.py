@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ablations.config import Config, load_config, profiles
+from ablations.train.config import Config, load_config, profiles
 from core.config import parse_overrides
 from core.errors import ConfigError
 from core.paths import ROOT

@@ -116,7 +116,7 @@ def failing_step(self, batch, batch_idx):
     return step(self, batch, batch_idx)
 
 AlexNetModule.training_step = failing_step
-from ablations.train import main
+from ablations.train.run import main
 from core.errors import run_command
 
 sys.exit(run_command(main))
@@ -196,8 +196,8 @@ def test_sync_batchnorm_needs_cuda(store):
 def test_sync_batchnorm_wiring(arch, norm, sync, devices, expected):
     """Under DDP with model.sync_batchnorm=true every BatchNorm layer the network has, of
     any dimension, becomes a SyncBatchNorm (Lightning's layer sync); otherwise none does."""
-    from ablations import assemble
-    from ablations.config import load_config
+    from ablations.train import assemble
+    from ablations.train.config import load_config
     from lightning_modules.networks import build_network
 
     overrides = [
@@ -253,7 +253,7 @@ def test_gpu_check_path_on_cpu(store):
     ],
 )
 def test_parallel_slots_get_their_gpus(monkeypatch, visible, parallel, gpus, expected):
-    from ablations.launch import LocalLauncher
+    from ablations.study.launch import LocalLauncher
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     launcher = LocalLauncher(parallel=parallel, gpus=gpus)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ablations.design import parse_design
-from ablations.factorial import analyse
-from ablations.runs import RunResult
+from ablations.analysis.records import RunResult
+from ablations.report.factorial import analyse
 from ablations.spec import load_ablation
+from ablations.spec.design import parse_design
 from core.errors import ConfigError
 from tests.helpers import run_cli, show, study
 
@@ -173,7 +173,7 @@ def test_the_summary_sets_each_main_effect_beside_the_one_at_a_time_result_for_t
     scale; no empty one-at-a-time table."""
     import json
 
-    from ablations.overview import write_summary
+    from ablations.report.summary import write_summary
 
     def stat(mean, lo, hi):  # fractions of error, as the reports store them
         return {"n": 3, "mean": mean, "std": 0.01, "lo": lo, "hi": hi}

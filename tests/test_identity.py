@@ -7,11 +7,11 @@ import dataclasses
 import hashlib
 import json
 
-from ablations import config as config_module
-from ablations import study as study_module
 from ablations import tracking
-from ablations.config import Config, load_config
-from ablations.migrate import migrate
+from ablations.study import runner as study_module
+from ablations.study.migrate import migrate
+from ablations.train import config as config_module
+from ablations.train.config import Config, load_config
 from core.config import NEUTRAL, neutral_values
 from core.keys import EXECUTION_KEYS
 from lightning_modules.networks import ModelConfig

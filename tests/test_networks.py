@@ -232,8 +232,8 @@ def test_saturation_of_tanh_units_depends_on_inputs_and_init(init, normalize, sa
     """tools.saturation counts |tanh| > 0.9 per layer; conv1's count is checked against
     tanh(conv1(x)) computed here. The paper's N(0, 0.01) on raw pixels minus the mean
     image starts most of conv1 saturated; PyTorch's init on standardised inputs does not."""
-    from ablations import assemble
-    from ablations.config import load_config
+    from ablations.train import assemble
+    from ablations.train.config import load_config
     from tools.saturation import saturation
 
     cfg = load_config(["model.activation=tanh", f"model.init={init}", f"data.normalize={normalize}"], "smoke")

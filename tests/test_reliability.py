@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from ablations.config import load_config
+from ablations.train.config import load_config
 from core.config import read_yaml
 from core.errors import ConfigError
 from core.paths import ROOT
@@ -129,7 +129,7 @@ def test_a_running_run_whose_process_is_gone_is_marked_stale(store, tmp_path):
     """A RUNNING run of the study's config on this host whose training process no longer
     exists, with no checkpoint: the next study marks it KILLED (stale) and trains anew."""
     from ablations import tracking
-    from ablations.launch import HOST
+    from ablations.study.launch import HOST
 
     cfg = load_config(["seed=0", "trainer.max_epochs=1"], profile="smoke")
     gone = subprocess.Popen(["true"])
@@ -219,7 +219,7 @@ def test_ctrl_c_interrupts_training_once_even_after_lightning_restores_the_handl
     import lightning as L
     from lightning.pytorch.demos.boring_classes import BoringModel
 
-    from ablations.train import _InterruptOnce
+    from ablations.train.run import _InterruptOnce
 
     class CtrlC(L.Callback):
         def on_train_batch_start(self, trainer, *_):

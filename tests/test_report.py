@@ -36,7 +36,7 @@ def _crafted_study(store: str) -> str:
 
 def test_report_reads_the_runs_and_needs_no_torch(store, tmp_path):
     parent = _crafted_study(store)
-    code = "import sys; from ablations.report import main; main(['activation']); print('torch loaded:', 'torch' in sys.modules)"
+    code = "import sys; from ablations.report.write import main; main(['activation']); print('torch loaded:', 'torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "torch loaded: False" in proc.stdout
@@ -51,8 +51,8 @@ def test_report_reads_the_runs_and_needs_no_torch(store, tmp_path):
 def test_what_a_variant_changes_counts_choices_only():
     """A variant's runs reused from a study with other threads (or trained on more devices)
     change only what the ablation file changes; the summary matches studies by it."""
-    from ablations.report import _changes
-    from ablations.runs import RunResult
+    from ablations.analysis.records import RunResult
+    from ablations.report.write import _changes
 
     common = {"model.norm": "lrn", "seed": "0", "steps_per_epoch": "128", "resolved.channels_last": "True", "data.root": "datasets"}
     base = RunResult("overlapping", 0, "a", {}, params=common | {"model.pool": "overlapping", "trainer.threads": "None"})

@@ -8,8 +8,8 @@ import math
 import pytest
 
 from ablations import tracking
-from ablations.report import RunResult, VariantRow, analyse, render, verdict
-from ablations.stats import describe, paired, ratio, time_to
+from ablations.analysis.stats import describe, paired, ratio, time_to
+from ablations.report.write import RunResult, VariantRow, analyse, render, verdict
 
 
 def test_mean_sd_and_t_interval():

@@ -9,9 +9,10 @@ import lightning as L
 import pytest
 from mlflow import MlflowClient
 
-from ablations import assemble, tracking
-from ablations.plan import expand
+from ablations import tracking
 from ablations.spec import available, load_ablation, parse_seeds
+from ablations.study.plan import expand
+from ablations.train import assemble
 from core.errors import ConfigError
 from core.paths import ROOT
 from tests.helpers import copy_configs, run_cli, study
@@ -182,7 +183,7 @@ def test_a_log_is_followed_to_its_last_line_written_before_the_writer_ended(tmp_
     newline) written just before the process ended."""
     import threading
 
-    from ablations.launch import follow
+    from ablations.study.launch import follow
 
     log, done = tmp_path / "train.log", threading.Event()
 
@@ -227,7 +228,7 @@ class _CannotStart:
 def test_an_error_in_one_run_fails_that_run_not_the_study(store):
     """The error becomes the run's FAILED outcome with its reason; every other run still
     gets its turn, the parent ends FAILED (not RUNNING) and the study exits 1."""
-    from ablations.study import Study
+    from ablations.study.runner import Study
 
     s = Study("pooling", "smoke", seeds=[0], launcher=_CannotStart())
     assert s.run() == 1
@@ -243,7 +244,7 @@ def test_no_training_process_starts_after_the_launcher_was_stopped(store):
     it came must not start it (the study would wait for that whole run to train)."""
     import signal
 
-    from ablations.launch import LocalLauncher
+    from ablations.study.launch import LocalLauncher
 
     launcher = LocalLauncher(parallel=2)
     launcher.stop()

@@ -84,7 +84,7 @@ def test_bad_input_exits_2_before_mlflow(store, tmp_path, args, message):
 
 
 def test_summary_cli():
-    result = run_cli("ablations.summary", "model.arch=alexnet", "model.groups=2", "model.num_classes=1000")
+    result = run_cli("ablations.train.summary", "model.arch=alexnet", "model.groups=2", "model.num_classes=1000")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-3:] == ["Total params: 60,965,224", "Trainable params: 60,965,224", "Non-trainable params: 0"]
 

@@ -10,8 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from ablations import tracking, tuning
+from ablations import tracking
 from ablations.spec import load_ablation, parse_tune
+from ablations.report import read
+from ablations.study import tuning
 from core.paths import ROOT
 from tests.helpers import client, run_cli, show, study
 
@@ -128,11 +130,11 @@ def test_candidate_values_read_back_as_the_grid_wrote_them():
     0.0005 is not int('0.0005') because the grid starts with 0), Optuna's as floats."""
     grid = parse_tune({"space": {"data.ten_crop": [False, True], "optim.weight_decay": [0, 0.0005]}}, "x")
     run = SimpleNamespace(data=SimpleNamespace(tags={"tune.data.ten_crop": "False", "tune.optim.weight_decay": "0.0005"}))
-    assert tuning._values(run, grid) == {"data.ten_crop": False, "optim.weight_decay": 0.0005}
+    assert read._values(run, grid) == {"data.ten_crop": False, "optim.weight_decay": 0.0005}
     run.data.tags["tune.optim.weight_decay"] = "0"
-    assert tuning._values(run, grid)["optim.weight_decay"] == 0
+    assert read._values(run, grid)["optim.weight_decay"] == 0
     optuna = parse_tune({"space": {"optim.lr": {"min": 0.001, "max": 0.1}}, "search": "optuna"}, "x")
-    assert tuning._values(SimpleNamespace(data=SimpleNamespace(tags={"tune.optim.lr": "0.0123"})), optuna) == {"optim.lr": 0.0123}
+    assert read._values(SimpleNamespace(data=SimpleNamespace(tags={"tune.optim.lr": "0.0123"})), optuna) == {"optim.lr": 0.0123}
 
 
 def test_optuna_search_trains_its_trials_and_tells_each_once():
@@ -183,7 +185,7 @@ def test_the_report_shows_the_choice_of_a_variant_that_never_reached_the_target(
     """Under the time-to-target objective, a variant none of whose candidates reached the
     target is still tuned, by its final running training error: the report says so, and
     says what that error was, instead of a bare n/a."""
-    from ablations.report import tuning_section
+    from ablations.report.write import tuning_section
 
     tune = parse_tune({"space": {"optim.lr": [0.01, 0.1]}, "objective": "epochs_to_train_err", "target": 0.25}, "x")
     c = client(store)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from ablations import assemble
-from ablations.config import load_config
+from ablations.train import assemble
+from ablations.train.config import load_config
 from core.errors import ConfigError
 from lightning_modules.networks import ModelConfig, build_network
 from lightning_modules.summary import format_table, layer_table
@@ -115,7 +115,7 @@ def test_the_totals_are_those_of_the_code_not_of_the_printed_table():
 
 
 def test_make_summary_prints_the_tutorials_totals():
-    proc = run_cli("ablations.summary", "model.arch=tutorial", "model.num_classes=17")
+    proc = run_cli("ablations.train.summary", "model.arch=tutorial", "model.num_classes=17")
     assert proc.returncode == 0, show(proc)
     assert proc.stdout.strip().splitlines()[-3] == "Total params: 28,883,201"
 

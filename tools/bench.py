@@ -56,7 +56,7 @@ import time
 import warnings
 from pathlib import Path
 
-from ablations.config import Config, load_config
+from ablations.train.config import Config, load_config
 from core import paths
 from core.paths import ROOT
 
@@ -235,7 +235,7 @@ class BareLoop:
     def __init__(self, cfg: Config, images, labels, stats: dict, num_classes: int):
         import torch
 
-        from ablations.assemble import image_size
+        from ablations.train.assemble import image_size
         from data.augment import TRAIN_AUGMENTS, BatchPipeline
         from lightning_modules.networks import build_network
         from lightning_modules.optim import param_groups
@@ -247,7 +247,7 @@ class BareLoop:
         size = image_size(cfg)
         torch.manual_seed(cfg.seed)
         self.net = build_network(cfg.model, num_classes, size).to(self.device).train()
-        from ablations.assemble import channels_last
+        from ablations.train.assemble import channels_last
 
         self.channels_last = channels_last(cfg)
         if self.channels_last:
@@ -334,7 +334,7 @@ def step_time(steps: list[float], gpu: bool) -> float:
 
 def suite_once(cfg: Config, warmup: int, steps: int, name: str, bare: BareLoop | None) -> dict:
     """One real run (ablations.train.run) of warmup + steps + 1 training steps."""
-    from ablations import train
+    from ablations.train import run as train
 
     assert cfg.trainer.limit_train_batches == warmup + steps + 1
     gpu = cfg.trainer.accelerator == "gpu"
@@ -379,7 +379,7 @@ def compare(cfg: Config, sizes: Sizes, warmup: int, steps: int, label: str, agai
     even when other processes come and go; its ratio is the median of the
     step pairs' ratios. On a GPU, where a step is not timed alone without
     synchronising, whole runs alternate (suite, bare, suite, bare, ...)."""
-    from ablations.assemble import datamodule
+    from ablations.train.assemble import datamodule
 
     gpu = cfg.trainer.accelerator == "gpu"
     dm = datamodule(cfg)
@@ -388,7 +388,7 @@ def compare(cfg: Config, sizes: Sizes, warmup: int, steps: int, label: str, agai
     runs = []
     for r in range(sizes.repeats):
         if against == "reference":
-            from ablations.assemble import image_size
+            from ablations.train.assemble import image_size
             from tools.reference import ReferenceLoop
 
             device = "cuda" if gpu else "cpu"
@@ -463,7 +463,7 @@ def peak_gflops(threads_: int, n: int = 2048, repeats: int = 5) -> float:
 def training_gflops(cfg: Config, img_per_s: float) -> float:
     """Achieved GFLOP/s of training: forward multiply-accumulates per image from the layer
     table, x 2 FLOPs per MAC, x 3 for a training step (forward, backward to inputs and weights)."""
-    from ablations.assemble import image_size
+    from ablations.train.assemble import image_size
     from lightning_modules.networks import build_network
     from lightning_modules.summary import layer_table
 
@@ -477,7 +477,7 @@ def training_gflops(cfg: Config, img_per_s: float) -> float:
 def log_metrics_cost(calls: int) -> list[float]:
     """Direct RunLogger.log_metrics calls with what a logged training step sends."""
     from ablations import tracking
-    from ablations.train import run_logger
+    from ablations.train.run import run_logger
 
     logger = run_logger("bench", "log-metrics", None, None)
     logger.log_metrics({"train_loss_step": 2.3, "epoch": 0.0}, step=0)  # creates the run
@@ -566,7 +566,7 @@ class FirstStep:
     to the end of the run (the process is stopped once its first step started)."""
 
     def __init__(self, store_uri: str, checkpoints: Path, stop_early: bool):
-        from ablations.train import FIRST_STEP_ENV
+        from ablations.train.run import FIRST_STEP_ENV
 
         env = dict(os.environ) | {"MLFLOW_TRACKING_URI": store_uri, "ABLATION_CHECKPOINTS": str(checkpoints), FIRST_STEP_ENV: "1", "PYTHONUNBUFFERED": "1"}
         self.stop_early = stop_early

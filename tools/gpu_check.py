@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from ablations import tracking
-    from ablations.assemble import check_devices
-    from ablations.config import load_config
-    from ablations.train import _rank, run
+    from ablations.train.assemble import check_devices
+    from ablations.train.config import load_config
+    from ablations.train.run import _rank, run
     from core.errors import USAGE_ERRORS
 
     try:

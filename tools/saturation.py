@@ -18,8 +18,8 @@ import sys
 
 import torch
 
-from ablations import assemble
-from ablations.config import load_config
+from ablations.train import assemble
+from ablations.train.config import load_config
 
 SATURATED = 0.9
 

@@ -19,11 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ablations import factorial, plots, tracking, tuning
-from ablations.overview import write_summary
-from ablations.runs import TARGET_TRAIN_ERR, RunResult, read_run
+from ablations import tracking
+from ablations.analysis import tuning
+from ablations.analysis.records import TARGET_TRAIN_ERR, RunResult
+from ablations.analysis.stats import Comparison, Stat, describe, holm, paired, ratio
+from ablations.report import factorial, plots
+from ablations.report.read import candidates, read_run
+from ablations.report.summary import write_summary
 from ablations.spec import Tune, load_ablation
-from ablations.stats import Comparison, Stat, describe, holm, paired, ratio
 from core import paths
 from core.errors import ConfigError, run_command
 from core.keys import is_choice
@@ -313,7 +316,7 @@ def tuning_section(
     """The tuned values, the sensitivity plot, edge warnings and, when the ablation also
     has a study at one shared value, both comparisons side by side. (Markdown lines, plot files.)"""
     parent = tracking.get_run(meta["parent_id"])
-    found = tuning.candidates(tracking.tuning_runs(parent), tune)
+    found = candidates(tracking.tuning_runs(parent), tune)
     chosen = tuning.choose(found, tune, order)
     key = next(iter(tune.space))
     what = "final val top-1 error" if tune.objective == "val_err1" else f"epochs to {tune.target:.0%} train err"

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ablations import tracking
-from ablations.config import Config, build_config, profile_overrides
 from ablations.spec import Ablation
+from ablations.train.config import Config, build_config, profile_overrides
 from core import paths
 from core.config import as_overrides, parse_overrides
 from core.errors import ConfigError

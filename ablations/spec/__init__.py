@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablations.design import Design, parse_design
+from ablations.spec.design import Design, parse_design
 from core import paths
 from core.config import flatten, read_yaml
 from core.errors import ConfigError

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ablations import tracking
-from ablations.plan import RunSpec
+from ablations.study.plan import RunSpec
 from core import paths
 from core.errors import EXIT_INTERRUPTED
 from core.paths import ROOT
@@ -175,7 +175,7 @@ class _Forked:
     heavy imports; Popen's interface as far as the launcher uses it. Its output goes to
     `log` (kept beside the run's checkpoint), which `stdout` follows line by line."""
 
-    PRELOAD = ["ablations.train", "ablations.assemble", "lightning.pytorch", "mlflow", "torchvision"]
+    PRELOAD = ["ablations.train.run", "ablations.train.assemble", "lightning.pytorch", "mlflow", "torchvision"]
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path):
         import multiprocessing
@@ -224,7 +224,7 @@ def _train_in_child(args: list[str], env: dict[str, str], cwd: str, log: str) ->
     os.environ.update(env)
     os.chdir(cwd)
     sys.argv = ["ablations.train", *args]
-    from ablations.train import main
+    from ablations.train.run import main
     from core.errors import run_command
 
     try:

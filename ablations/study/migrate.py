@@ -1,6 +1,6 @@
 """One-off: give a store's runs the identity of today's configs.
 
-    python -m ablations.migrate [--dry-run]      # make migrate
+    python -m ablations.study.migrate [--dry-run]      # make migrate
 
 A run's identity (its `config_hash` tag, which skip and reuse look up) counts only
 the keys that are not at their neutral value (`ablations.config.identity`). Stores
@@ -21,7 +21,7 @@ import argparse
 import sys
 
 from ablations import tracking
-from ablations.config import identity, identity_hash
+from ablations.train.config import identity, identity_hash
 from core.errors import run_command
 from lightning_modules.networks import ARCHS, input_size
 

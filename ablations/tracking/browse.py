@@ -1,6 +1,6 @@
 """Where to look in the MLflow UI: each ablation's newest study, as a link.
 
-    python -m ablations.browse     # make ui prints this, then starts the UI
+    python -m ablations.tracking.browse     # make ui prints this, then starts the UI
 
 A link opens the study's runs in the model-training view, grouped by variant (each
 group's mean over seeds; in Chart view, mean curves with a min-max band), with the

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ablations.config import Config
+from ablations.train.config import Config
 from core.errors import ConfigError, DeviceError
 
 
@@ -104,7 +104,7 @@ def trainer(cfg: Config, logger, callbacks):
         warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
         strategy = DDPStrategy(process_group_backend="gloo" if t.accelerator == "cpu" else None)
     plugins = []
-    if "SLURM_JOB_ID" in os.environ:  # in a cluster job: requeueing is submitit's (ablations/slurm.py), not Lightning's
+    if "SLURM_JOB_ID" in os.environ:  # in a cluster job: requeueing is submitit's (ablations/study/slurm.py), not Lightning's
         from lightning.pytorch.plugins.environments import SLURMEnvironment
 
         plugins.append(SLURMEnvironment(auto_requeue=False))

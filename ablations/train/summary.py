@@ -1,6 +1,6 @@
 """Print the per-layer table of a configuration's network.
 
-python -m ablations.summary [--profile NAME] [key=value ...]
+python -m ablations.train.summary [--profile NAME] [key=value ...]
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ablations import assemble
-from ablations.config import load_config
+from ablations.train import assemble
+from ablations.train.config import load_config
 from core.errors import run_command
 
 

@@ -22,8 +22,9 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from ablations import assemble, tracking
-from ablations.config import Config, load_config
+from ablations import tracking
+from ablations.train import assemble
+from ablations.train.config import Config, load_config
 from core import paths
 from core.errors import EXIT_FAILED, EXIT_INTERRUPTED, USAGE_ERRORS, ConfigError, run_command
 

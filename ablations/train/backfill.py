@@ -1,7 +1,7 @@
 """End-of-run measurements, made afterwards from a run's final weights.
 
-    python -m ablations.backfill NAME                 # the newest study of that ablation
-    python -m ablations.backfill NAME --precise-bn
+    python -m ablations.train.backfill NAME                 # the newest study of that ablation
+    python -m ablations.train.backfill NAME --precise-bn
 
 New runs log `train_clean_err1` as they end (lightning_modules.callbacks.CleanTrainError).
 For a study's FINISHED runs without it, this loads each run's final weights (its
@@ -27,8 +27,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ablations import assemble, tracking
-from ablations.config import build_config
+from ablations import tracking
+from ablations.train import assemble
+from ablations.train.config import build_config
 from core import paths
 from core.config import read_yaml
 from core.errors import ConfigError, run_command

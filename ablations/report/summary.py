@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ablations.stats import Stat
+from ablations.analysis.stats import Stat
 from core import paths
 
 

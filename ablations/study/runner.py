@@ -24,10 +24,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ablations import assemble, launch, slurm, tracking, tuning
-from ablations.launch import Ended, LocalLauncher, reason
-from ablations.plan import RunSpec, claim, decide, expand, expand_tuning, run_tags
+from ablations import tracking
 from ablations.spec import load_ablation, parse_seeds
+from ablations.study import launch, slurm, tuning
+from ablations.study.launch import Ended, LocalLauncher, reason
+from ablations.study.plan import RunSpec, claim, decide, expand, expand_tuning, run_tags
+from ablations.train import assemble
 from core.errors import EXIT_FAILED, EXIT_INTERRUPTED, ConfigError, run_command
 
 _print_lock = threading.Lock()
@@ -301,7 +303,7 @@ class Study:
         failed = [o for o in outcomes if o.status in ("FAILED", "KILLED")]
         report_ok = True
         try:
-            from ablations.report import write_report
+            from ablations.report.write import write_report
 
             say(f"report: {write_report(self.ablation.name, parent_id=parent_id, config_dir=self.config_dir)}")
         except Exception as err:  # the runs are safe in MLflow; say why the report is missing

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ablations import tracking
-from ablations.launch import Ended, follow, relay, train_command
-from ablations.plan import RunSpec
+from ablations.study.launch import Ended, follow, relay, train_command
+from ablations.study.plan import RunSpec
 from core import paths
 from core.config import build, parse_overrides, read_yaml, require
 from core.errors import ConfigError
@@ -75,7 +75,7 @@ class TrainJob:
         self.args, self.env = args, env
 
     def __call__(self) -> int:
-        from ablations.train import main
+        from ablations.train.run import main
         from core.errors import run_command
 
         os.environ.update(self.env)

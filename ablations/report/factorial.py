@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ablations import plots
-from ablations.design import Design, term_name
-from ablations.runs import RunResult
-from ablations.stats import ALPHA, describe, holm_adjusted
+from ablations.analysis.records import RunResult
+from ablations.analysis.stats import ALPHA, describe, holm_adjusted
+from ablations.report import plots
+from ablations.spec.design import Design, term_name
 
 
 @dataclass
