@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 from ablations import tracking
-from ablations.spec import load_ablation, parse_tune
 from ablations.report import read
+from ablations.spec import load_ablation, parse_tune
 from ablations.study import tuning
 from core.paths import ROOT
 from tests.helpers import client, run_cli, show, study
