@@ -151,11 +151,13 @@ def replay(
         df = cnt - 1.0
         testable = ready & (df >= min_df)
         newly = np.zeros(shape, dtype=bool)
+        level = np.zeros(shape)
         while True:  # Holm: a rejection raises the level of the rest, within the look too
-            level = nominal[np.clip(m - rejected, 1, m) - 1, k][:, None] * np.ones((1, m))
+            trial = np.where(newly, level, nominal[np.clip(m - rejected, 1, m) - 1, k][:, None])  # the rejected keep the level they were rejected at
             with np.errstate(invalid="ignore"):
-                half = stats.t.ppf(1 - level / 2, np.where(testable, df, 1.0)) * se
+                half = stats.t.ppf(1 - trial / 2, np.where(testable, df, 1.0)) * se
             lo, hi = mean - half, mean + half
+            level = trial
             rej = testable & ~newly & ((lo > 0) | (hi < 0))
             if not rej.any():
                 break
@@ -212,8 +214,9 @@ def next_round(
     study: str = "",
     metric: str = "",
 ) -> Round:
-    """Which seeds to train next and the verdicts so far, from every value trained (variant -> seed ->
-    value; a seed that was tried and failed is a NaN value, not a missing key)."""
+    """Which seeds to train next and the verdicts so far, from every value trained: variant -> seed ->
+    value, every variant a key ({} before its first run), a seed tried and failed a NaN value (not trained
+    again). Seeds come in order 0, 1, ...; before the first look every variant trains up to it at once."""
     variants = list(dict.fromkeys([baseline, *values]))
     refs = {v: (compare or {}).get(v, baseline) for v in variants if v != baseline}
     pairs = list(refs.items())
@@ -244,8 +247,6 @@ def next_round(
             done_so_far = int(np.sum(np.isin(r.codes[0], (0, 1))))
             next_alpha[v] = nominal_alphas(alpha / max(len(pairs) - done_so_far, 1), bounds, min_df)[k] if ns else math.nan
         comparisons.append(_comparison(r, j, v, ref, code, ns, delta, len(pairs), rule, study, metric, lower_is_better, min_df))
-    if not values:  # nothing trained yet: every variant starts with `min` seeds
-        add = {v: set(range(bounds.min)) for v in variants}
     return Round({v: tuple(sorted(s)) for v, s in add.items() if s}, tuple(comparisons), tuple(pending), not pending, next_alpha, rule)
 
 
