@@ -1,7 +1,8 @@
 """Adaptive seeds (SEEDS=auto): after each round, another seed only for the variants still inconclusive.
 
-Every variant starts with `min` seeds; a round adds one seed to each variant still inconclusive (and the
-same seed to its reference, as comparisons are paired by seed), until each is decided or has `max` seeds.
+Every variant trains the seeds up to the first look; then a round adds one seed to each variant still
+inconclusive (and the same seed to its reference, as comparisons are paired by seed), until each is
+decided or has `max` seeds.
 Looking after every round would, at a fixed 5%, call a null effect real far more often than 5%; so:
 
 - Looks: at n = first, first + 1, ..., max seeds, first = max(min, MIN_DF + 1) (no interval from fewer).
@@ -10,12 +11,14 @@ Looking after every round would, at a fixed 5%, call a null effect real far more
   error over the information fractions n / max by Lan & DeMets' (1983) O'Brien–Fleming-type function,
   α(t) = 4 (1 − Φ(z_{1−α/4} / √t)) (two-sided, symmetric). The boundary is computed for the sequence of
   t statistics itself, not for z: applying the normal boundary's nominal p to t-tests (J&T's
-  significance-level approach) called 5.7% of 40,000 null studies real at 5% with looks at 5 to 10 seeds.
-  The t sequence is pivotal (its law is free of Δ's size under Δ = 0 and of σ), so each look's level is a
-  quantile of 2^18 simulated null sequences, drawn once from a fixed seed (no maintained Python package
-  computes group-sequential boundaries; Jennison & Turnbull 1991 compute the same ones by integration).
+  significance-level approach) called 5.7% of 40,000 simulated null studies real at 5% (looks at 5 to 10
+  seeds, no equivalence stops). Under Δ = 0 the law of the t sequence does not depend on σ, so each look's
+  level is a quantile of 2^18 simulated null sequences, drawn once from a fixed seed (no maintained Python
+  package computes group-sequential boundaries; Jennison & Turnbull 1991 compute exact t boundaries by
+  numerical integration instead). A failed seed lowers a look's df below what the boundary assumed.
 - Verdicts read off that interval as in `verdicts`: better / worse (excludes 0), equivalent (inside ±δ),
-  inconclusive at `max`. A decided comparison stops; its verdict is final.
+  inconclusive at `max`. A decided comparison stops; its verdict is final. Repeated intervals cover Δ at
+  every look at once with probability 1 − α, so stopping for equivalence is covered too.
 - Several comparisons: Holm's procedure with each rejection's α passed on to the rest (the graphical
   approach of Maurer & Bretz 2013, which for equal weights is Holm): a comparison is tested at
   α / (m − r), r the comparisons already called better or worse, with that level's boundary.
