@@ -7,6 +7,11 @@
     overrides: {}             # optional: applied to every variant
     compare: {}               # optional: variant -> the variant it is measured against (default: baseline)
     demo: true                # optional: false leaves it out of `make demo` (say, when it means TUNE=1)
+    metric: val_err1          # optional: the primary metric the verdicts use (final_val_err1 by
+                              # default; epochs_to_train_err for Figure 1 studies)
+    smallest_effect: 0.01     # optional: δ, the smallest difference that matters (an error of 0.01 is
+                              # 1 point; for epochs_to_train_err a ratio, e.g. 1.1); "equivalent"
+                              # means no difference beyond ±δ
     variants:
       relu: {model.activation: relu}
       tanh: {model.activation: tanh}
@@ -38,7 +43,10 @@ from core import paths
 from core.config import flatten, read_yaml
 from core.errors import ConfigError
 
-KEYS = {"description", "profile", "baseline", "seeds", "overrides", "compare", "variants", "tune", "factors", "design", "demo"}
+KEYS = {"description", "profile", "baseline", "seeds", "overrides", "compare", "variants", "tune", "factors", "design", "demo", "metric", "smallest_effect"}
+METRICS = ("val_err1", "test_err1", "epochs_to_train_err")  # the primary metric a study's verdicts use
+DEFAULT_METRIC = "val_err1"  # test_err1 once every dataset has a held-out val split
+DEFAULT_DELTA = {"val_err1": 0.01, "test_err1": 0.01, "epochs_to_train_err": 1.1}  # 1 point of error; a ratio of 1.1
 TUNE_KEYS = {"space", "budget", "seeds", "objective", "target", "per_variant", "search", "trials"}
 OBJECTIVES = ("val_err1", "epochs_to_train_err")
 TUNING_SEED_OFFSET = 1000  # tuning seed k is seed 1000 + k
@@ -133,6 +141,8 @@ class Ablation:
     compare: dict[str, str] = field(default_factory=dict)  # variant -> its reference; the others: the baseline
     design: Design | None = None  # a factorial study: its variants are the design's cells
     demo: bool = True  # false: `make demo` leaves it out
+    metric: str = DEFAULT_METRIC  # the primary metric of the verdicts
+    smallest_effect: float = 0.01  # δ: an error difference (fraction) or, for epochs_to_train_err, a ratio
 
     def reference(self, variant: str) -> str:
         return self.compare.get(variant, self.baseline)
@@ -196,6 +206,16 @@ def load_ablation(name: str, config_dir: Path | None = None) -> Ablation:
         raise ConfigError(f"{path}: 'compare' must map a variant to another variant it is measured against; not {', '.join(bad)}")
     if not isinstance(raw.get("demo", True), bool):
         raise ConfigError(f"{path}: 'demo' must be true or false (whether `make demo` runs it), not {raw['demo']!r}")
+    metric = raw.get(
+        "metric", "epochs_to_train_err" if (parse_tune(raw.get("tune"), str(path)) or Tune({}, {}, [])).objective == "epochs_to_train_err" else DEFAULT_METRIC
+    )
+    if metric not in METRICS:
+        raise ConfigError(f"{path}: 'metric' must be one of {', '.join(METRICS)}, not {metric!r}")
+    delta = raw.get("smallest_effect", DEFAULT_DELTA[metric])
+    ratio = metric == "epochs_to_train_err"
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not (delta > 1 if ratio else 0 < delta < 1):
+        expected = "a ratio > 1 (e.g. 1.1)" if ratio else "an error difference in (0, 1), e.g. 0.01 for 1 point"
+        raise ConfigError(f"{path}: 'smallest_effect' must be {expected}, not {delta!r}")
     overrides = raw.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise ConfigError(f"{path}: 'overrides' must be a mapping of config keys")
@@ -211,5 +231,7 @@ def load_ablation(name: str, config_dir: Path | None = None) -> Ablation:
         compare={str(k): str(v) for k, v in compare.items()},
         design=design,
         demo=raw.get("demo", True),
+        metric=metric,
+        smallest_effect=float(delta),
         path=path,
     )
