@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from ablations import tracking
+from ablations.analysis.records import RunResult
 from ablations.analysis.stats import describe, paired, ratio, time_to
-from ablations.report.write import RunResult, VariantRow, analyse, render, verdict
+from ablations.analysis.study import analyse_study
+from ablations.analysis.verdicts import Verdict
+from ablations.report.write import render
 
 
 def test_mean_sd_and_t_interval():
@@ -75,6 +80,13 @@ def _run(variant, seed, val, train, clean=math.nan, step_err=(), precise_bn=None
     return RunResult(variant, seed, f"{variant}{seed}", curves, list(step_err), clean, precise_bn=precise_bn or {})
 
 
+META = {"parent_name": "p", "parent_id": "i", "profile": "smoke", "seeds": "0,1,2"}
+
+
+def _study(results, order, metric="val_err1", delta=0.01):
+    return analyse_study("x", results, order, order[0], {}, metric, delta)
+
+
 def test_analyse_and_the_report_words():
     results = [
         _run("a", 0, [0.5, 0.30], [0.6, 0.24], clean=0.20),
@@ -84,81 +96,69 @@ def test_analyse_and_the_report_words():
         _run("b", 1, [0.5, 0.43], [0.6, 0.5], step_err=[(0.5, 0.5), (1.0, 0.3), (1.5, 0.2)]),
         _run("b", 2, [0.5, 0.51], [0.6, 0.5], step_err=[(0.5, 0.5), (1.0, 0.3), (1.5, 0.2)]),
     ]
-    a, b = analyse(results, ["a", "b"], "a")
+    result = _study(results, ["a", "b"])
+    a, b = result.row("a"), result.row("b")
     assert a.final_err1.mean == pytest.approx(0.4) and a.gap.mean == pytest.approx(0.4 - 0.25)
-    assert b.vs_baseline.p_value == pytest.approx(0.0742, abs=1e-4)
-    assert verdict(a, "a") == "baseline" and verdict(b, "a") == "within noise (p = 0.074)"
+    c = result.primary.comparison("b")
+    assert c.p == pytest.approx(scipy_stats.ttest_rel([0.32, 0.43, 0.51], [0.30, 0.40, 0.50]).pvalue)
+    # 3 pairs: 2 df, under the 4 an interval needs: inconclusive, with the per-seed differences shown
+    assert c.verdict is Verdict.INCONCLUSIVE and not c.has_interval
     # epochs to 25%: a crosses between its epoch readings 1 (0.6) and 2 (0.24, 0.30, 0.20), b from its step readings
-    assert a.epochs_to_25.n == 2 and a.epochs_to_25.mean == pytest.approx(((1 + 0.35 / 0.36) + (1 + 0.35 / 0.40)) / 2)
-    assert b.epochs_to_25.mean == pytest.approx(1.0 + 0.5 * 0.05 / 0.1)
-    text = render("x", "", "a", [a, b], {"parent_name": "p", "parent_id": "i", "profile": "smoke", "seeds": "0,1,2"}, [])
-    assert "| b | 3 | 42.00 ± 9.54 [18.30, 65.70] | 2.00 ± 1.00 [-0.48, 4.48] |" in text
-    assert "its ratio to the baseline's" in text and "{" not in text  # every placeholder filled
+    assert a.reached == 2 and a.epochs_to.mean == pytest.approx(((1 + 0.35 / 0.36) + (1 + 0.35 / 0.40)) / 2)
+    assert b.epochs_to.mean == pytest.approx(1.0 + 0.5 * 0.05 / 0.1)
+    text = render("x", "", result, META, [], [])
+    # the mean's interval on the logit scale, written out: t(0.975, 2) sd / sqrt(n) / (m (1 - m)) around logit(m)
+    half = scipy_stats.t.ppf(0.975, 2) * 0.1 / math.sqrt(3) / (0.4 * 0.6)
+    lo, hi = (100 / (1 + math.exp(-(math.log(0.4 / 0.6) + k * half))) for k in (-1, 1))
+    assert f"| a | 3 | 40.00 ± 10.00 [{math.floor(lo * 100) / 100:.2f}, {math.ceil(hi * 100) / 100:.2f}] |" in text
+    assert "+2.00 (per seed: +2.00, +3.00, +1.00) | inconclusive: no interval from 2 residual degrees of freedom" in text
+    assert "{" not in text  # every placeholder filled
     assert "Reproduce: `make ablate-x PROFILE=smoke SEEDS=0,1,2`" in text
 
 
-def test_a_variant_that_never_reaches_the_target_gets_a_lower_bound_on_its_ratio():
-    # the reference reaches 25% in 2.0 and 2.5 epochs; b trains 5 epochs on seed 0 without reaching it
-    # (bound 5 / 2 = 2.5) and 10 on seed 1 (bound 10 / 2.5 = 4): every pair's ratio exceeds 2.5
-    results = [
-        _run("a", 0, [0.5, 0.4], [0.5, 0.25]),
-        _run("a", 1, [0.5, 0.4], [0.5, 0.5, 0.2]),
-        _run("b", 0, [0.5] * 5, [0.6] * 5),
-        _run("b", 1, [0.5] * 10, [0.6] * 10),
-    ]
-    a, b = analyse(results, ["a", "b"], "a")
-    assert a.epochs_to_25.mean == pytest.approx((2.0 + 2 + 0.25 / 0.3) / 2)
-    assert b.ratio_epochs.n == 0 and b.censored_pairs == 2
-    assert b.ratio_floor == pytest.approx(min(5 / 2.0, 10 / (2 + 0.25 / 0.3)))
-    text = render("x", "", "a", [a, b], {"parent_name": "p", "parent_id": "i", "profile": "smoke", "seeds": "0,1"}, [])
-    assert f"| b | n/a (0/2 seeds) | > {b.ratio_floor:.2f}x in 2 pairs where only the a reached it |" in text
-    # one seed of b reaches it: that pair gives the ratio, the other the bound
-    results[2] = _run("b", 0, [0.5] * 3, [0.6, 0.3, 0.2])
-    b = analyse(results, ["a", "b"], "a")[1]
-    assert b.ratio_epochs.n == 1 and b.censored_pairs == 1 and b.ratio_floor == pytest.approx(10 / (2 + 0.25 / 0.3))
+def test_a_two_seed_study_shows_per_seed_values_and_no_interval():
+    results = [_run(v, s, [0.5, x], [0.6, 0.2]) for (v, s), x in {("a", 0): 0.30, ("a", 1): 0.50, ("b", 0): 0.35, ("b", 1): 0.60}.items()]
+    text = render("x", "", _study(results, ["a", "b"]), META, [], [])
+    assert "| a | 2 | 40.00 (seeds: 30.00, 50.00) |" in text and "| b | 2 | 47.50 (seeds: 35.00, 60.00) |" in text
+    assert "+7.50 (per seed: +5.00, +10.00) | inconclusive" in text and "±" not in text.split("| a | 2 |")[1].split("\n")[0]
 
 
-def test_a_real_difference_gets_its_size_and_direction():
-    row = VariantRow("b", 3, *[describe([0.1])] * 11)
-    row.vs_baseline = paired({0: 0.30, 1: 0.31, 2: 0.32}, {0: 0.20, 1: 0.205, 2: 0.21})
-    assert verdict(row, "a").startswith("10.50 points higher error than a (p = ")
+def test_a_seed_that_never_reaches_the_target_is_censored_not_dropped():
+    # the reference reaches 25% in 2.0, 2.0 and 2.5 epochs; b in 3.0 and 3.0 on two seeds and never in 10 on the third
+    results = [_run("a", s, [0.5] * 3, [0.5, 0.25] if s < 2 else [0.5, 0.5, 0.2]) for s in range(3)]
+    results += [_run("b", s, [0.5] * 3, [0.6, 0.6, 0.25]) for s in range(2)] + [_run("b", 2, [0.5] * 10, [0.6] * 10)]
+    b = _study(results, ["a", "b"], metric="epochs_to_train_err", delta=1.1).row("b")
+    assert (b.reached, b.n, b.ratio.reached, b.ratio.ref_reached) == (2, 3, 2, 3)
+    dropped = 3.0 / math.exp(np.mean(np.log([2.0, 2.0, 2 + 0.25 / 0.3])))  # the ratio if the censored seed were left out
+    assert b.ratio.ratio > dropped  # the censored seed pulls the ratio up, as it must
+    text = render("x", "", _study(results, ["a", "b"], metric="epochs_to_train_err", delta=1.1), META, [], [])
+    assert "(2/3 reached)" in text and "(2/3 vs 3/3 reached)" in text
 
 
-def test_a_study_of_several_variants_adjusts_for_how_many_it_compares():
-    # three variants against one baseline; differences (by seed) chosen for their paired p-values
-    base = {0: 0.30, 1: 0.31, 2: 0.32}
-    diffs = {"big": [0.100, 0.105, 0.110], "edge": [0.03, 0.04, 0.06], "none": [0.01, -0.02, 0.015]}
+def test_a_study_of_several_variants_is_one_model_and_one_family():
+    rng = np.random.default_rng(3)
+    base = {s: 0.30 + 0.02 * rng.standard_normal() for s in range(6)}
+    shift = {"big": 0.10, "none": 0.0, "small": 0.002}
     results = [_run("a", s, [0.5, v], [0.6, 0.2]) for s, v in base.items()]
-    results += [_run(name, s, [0.5, base[s] + d[s]], [0.6, 0.2]) for name, d in diffs.items() for s in base]
-    rows = {r.variant: r for r in analyse(results, ["a", *diffs], "a")}
-    p = {name: rows[name].vs_baseline.p_value for name in diffs}
-    assert p["big"] < 0.01 and 0.02 < p["edge"] < 0.05 and p["none"] > 0.3  # "edge" is real on its own
-    # Holm's step-down, written out: the k-th smallest p times (m - k + 1), kept non-decreasing
-    ordered = sorted(p, key=p.get)
-    expected, running = {}, 0.0
-    for k, name in enumerate(ordered):
-        running = max(running, min(1.0, (3 - k) * p[name]))
-        expected[name] = running
-    for name in diffs:
-        assert rows[name].vs_baseline.p_adjusted == pytest.approx(expected[name]) and rows[name].vs_baseline.family == 3
-    assert expected["edge"] >= 0.05  # so correcting turns it into noise
-    assert verdict(rows["big"], "a").startswith("10.50 points higher error than a (p = ")
-    assert verdict(rows["edge"], "a") == f"within noise (p = {p['edge']:.2g}, adjusted {expected['edge']:.2g} for 3 comparisons)"
-    assert not rows["big"].vs_baseline.within_noise and rows["edge"].vs_baseline.within_noise
+    results += [_run(n, s, [0.5, base[s] + d + 0.005 * rng.standard_normal()], [0.6, 0.2]) for n, d in shift.items() for s in base]
+    result = _study(results, ["a", *shift])
+    assert result.primary.pooled and result.primary.residual_df == (4 - 1) * (6 - 1)
+    big = result.primary.comparison("big")
+    assert big.verdict is Verdict.WORSE and big.family == 3
+    text = render("x", "", result, META, [], [])
+    assert "| big | 6 |" in text and "**worse**" in text and "Holm over 3" in text
 
 
 def test_errors_with_batchnorm_statistics_recomputed_get_their_own_comparison():
     # as trained, stale statistics add noise that hides b's 5 points; recomputed, they show
-    stale, recomputed = {0: 0.40, 1: 0.55, 2: 0.45}, {0: 0.30, 1: 0.31, 2: 0.32}
+    stale = {0: 0.40, 1: 0.55, 2: 0.45, 3: 0.35, 4: 0.50}
+    recomputed = {0: 0.30, 1: 0.31, 2: 0.32, 3: 0.305, 4: 0.315}
     results = [_run("a", s, [0.5, stale[s]], [0.6, 0.2], precise_bn={tracking.PRECISE_BN_VAL_ERR: v}) for s, v in recomputed.items()]
-    results += [_run("b", s, [0.5, stale[2 - s]], [0.6, 0.2], precise_bn={tracking.PRECISE_BN_VAL_ERR: v + 0.05}) for s, v in recomputed.items()]
-    a, b = analyse(results, ["a", "b"], "a")
-    assert b.precise_bn_err1.mean == pytest.approx(0.36) and b.precise_bn_train_err1.n == 0
-    assert verdict(b, "a").startswith("within noise")
-    assert verdict(b, "a", precise_bn=True).startswith("5.00 points higher error than a (p = ")
-    text = render("x", "", "a", [a, b], {"parent_name": "p", "parent_id": "i", "profile": "smoke", "seeds": "0,1,2"}, [])
-    assert "## With BatchNorm's statistics recomputed" in text and "| b | 46.67 ± 7.64 [27.69, 65.64] | 36.00 ± 1.00" in text
+    results += [_run("b", s, [0.5, stale[4 - s]], [0.6, 0.2], precise_bn={tracking.PRECISE_BN_VAL_ERR: v + 0.05}) for s, v in recomputed.items()]
+    result = _study(results, ["a", "b"])
+    assert result.primary.comparison("b").verdict is Verdict.INCONCLUSIVE
+    assert result.precise_bn.comparison("b").verdict is Verdict.WORSE
+    text = render("x", "", result, META, [], [])
+    assert "## With BatchNorm's statistics recomputed" in text
     # without the measurement the section is left out
-    assert "recomputed" not in render(
-        "x", "", "a", analyse([_run("a", 0, [0.5], [0.6])], ["a"], "a"), {"parent_name": "p", "parent_id": "i", "profile": "", "seeds": "0"}, []
-    )
+    assert "recomputed" not in render("x", "", _study([_run("a", 0, [0.5], [0.6])], ["a"]), META, [], [])

@@ -7,8 +7,8 @@ a block, fitted by ordinary least squares (statsmodels). An effect is the change
 the response from a factor's low level to its high level, averaged over every other
 factor: twice the coefficient. Its 95% interval comes from the model's residual
 error. Every effect is tested at once, so the verdict corrects for their number:
-"real" when its Holm-adjusted p is below 0.05 (the chance of calling any effect
-that is zero real stays at 5%). Aliased effects (a fractional design cannot
+better / worse when its interval at Holm's level excludes zero (the chance of calling any
+effect that is zero real stays at 5%), equivalent within ±1 point, else inconclusive. Aliased effects (a fractional design cannot
 tell them apart) are estimated once, under their first name, and labelled with the
 others. A Type II ANOVA table and the residual standard deviation go with them.
 """
@@ -21,10 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ablations.analysis.family import levels
 from ablations.analysis.records import RunResult
-from ablations.analysis.stats import ALPHA, describe, holm_adjusted
+from ablations.analysis.stats import describe
+from ablations.analysis.verdicts import Estimate, Verdict, decide
 from ablations.report import plots
 from ablations.spec.design import Design, term_name
+
+DELTA_POINTS = 1.0  # the smallest effect that matters, in points of error (the suite's default δ)
 
 
 @dataclass
@@ -36,10 +40,11 @@ class Effect:
     hi: float
     p: float
     p_holm: float  # adjusted for the number of effects tested together
+    verdict: Verdict = Verdict.INCONCLUSIVE  # from the interval at Holm's level for it, with δ = 1 point
 
     @property
     def real(self) -> bool:
-        return self.p_holm < ALPHA
+        return self.verdict in (Verdict.BETTER, Verdict.WORSE)
 
 
 @dataclass
@@ -84,12 +89,13 @@ def analyse(results: list[RunResult], design: Design, response: str = "val_err1"
     fit = smf.ols("y ~ " + " + ".join(terms) + block, data=df).fit()
     if np.linalg.matrix_rank(fit.model.exog) < fit.model.exog.shape[1]:
         return None
-    ci = fit.conf_int(0.05)
-    holm = holm_adjusted([float(fit.pvalues[t]) for t in terms])
+    holm, alphas = levels([float(fit.pvalues[t]) for t in terms])
     effects = []
-    for group, t, p_holm in zip(kept, terms, holm, strict=True):
+    for group, t, p_holm, a in zip(kept, terms, holm, alphas, strict=True):
         name = " = ".join(term_name(g, design.short) for g in group)
-        effects.append(Effect(group[0], name, 2 * fit.params[t], 2 * ci.loc[t, 0], 2 * ci.loc[t, 1], float(fit.pvalues[t]), p_holm))
+        est, se = 2 * float(fit.params[t]), 2 * float(fit.bse[t])
+        lo, hi = Estimate(est, se, float(fit.df_resid)).interval(a)
+        effects.append(Effect(group[0], name, est, lo, hi, float(fit.pvalues[t]), p_holm, decide(est, se, float(fit.df_resid), DELTA_POINTS, a)))
     table = anova_lm(fit, typ=2)
     names = {t: " = ".join(term_name(g, design.short) for g in group) for group, t in zip(kept, terms, strict=True)} | {"C(seed)": "seed (block)"}
     anova = [(names.get(i, i), float(r["sum_sq"]), float(r["df"]), float(r.get("F", math.nan)), float(r.get("PR(>F)", math.nan))) for i, r in table.iterrows()]
@@ -128,14 +134,14 @@ def section(results: list[RunResult], design: Design, folder: Path, name: str, r
             f"Effect of going from a factor's low to its high level on the final validation top-1 error, in points, averaged over "
             f"the other factors (a linear model with seed as a block; {analysis.n} runs, residual standard deviation "
             f"{analysis.residual_sd:.2f} points on {analysis.residual_df} degrees of freedom). Sorted by size. The {len(analysis.effects)} "
-            f"effects are tested together: an effect is real when its p, adjusted for their number (Holm), is below {ALPHA:g}; "
-            "each interval is a 95% interval of its own.",
+            "effects are tested together (Holm): each interval is at the level Holm tests its effect at; an effect is better / worse "
+            f"when its interval excludes 0, equivalent when it lies within ±{DELTA_POINTS:g} point, else inconclusive.",
             "",
-            "| effect | points of error [95% CI] | p | p, Holm | verdict |",
+            "| effect | points of error [Holm-level interval] | p | p, Holm | verdict |",
             "|---|---|---|---|---|",
         ]
         for e in analysis.effects:
-            verdict = "real" if e.real else "within noise"
+            verdict = e.verdict.label
             lines.append(f"| {e.name} | {e.effect:+.2f} [{e.lo:+.2f}, {e.hi:+.2f}] | {e.p:.2g} | {e.p_holm:.2g} | {verdict} |")
         lines += ["", "Type II analysis of variance:", "", "| source | sum of squares | df | F | p |", "|---|---|---|---|---|"]
         for source, ss, dof, f, p in analysis.anova:

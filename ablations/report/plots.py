@@ -56,14 +56,28 @@ def curves(series: dict[str, list[list[float]]], path: Path, ylabel: str, title:
     _save(plt, fig, ax, path, title)
 
 
-def bars(names: Sequence[str], means: Sequence[float], los: Sequence[float], path: Path, ylabel: str, title: str) -> None:
-    """One bar per name (values as fractions, drawn in %), with its 95% interval."""
+def bars(names: Sequence[str], means: Sequence[float], los: Sequence[float], his: Sequence[float], path: Path, ylabel: str, title: str) -> None:
+    """One bar per name (values as fractions, drawn in %), with its 95% interval where it has one (NaN: none)."""
     plt = _pyplot()
-    err = [[0 if math.isnan(lo) else (m - lo) * 100 for m, lo in zip(means, los, strict=True)]] * 2
+    err = [[0 if math.isnan(lo) else (m - lo) * 100 for m, lo in zip(means, los, strict=True)],
+           [0 if math.isnan(hi) else (hi - m) * 100 for m, hi in zip(means, his, strict=True)]]  # fmt: skip
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(names) + 2), 4), dpi=110)
     ax.bar(list(names), [m * 100 for m in means], yerr=err, capsize=6, color="#4C72B0", alpha=0.85)
     ax.set_ylabel(ylabel)
     _save(plt, fig, ax, path, title, legend=False, grid={"axis": "y"})
+
+
+def effect_curves(curves: Sequence, path: Path, title: str) -> None:
+    """Per variant, Δ of the val error (points) against the epoch, its interval as a band where shown."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for c in curves:
+        (line,) = ax.plot(c.epochs, [d * 100 for d in c.delta], marker="o", label=f"{c.variant} − {c.reference}")
+        ax.fill_between(c.epochs, [x * 100 for x in c.lo], [x * 100 for x in c.hi], color=line.get_color(), alpha=0.15)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("Δ val top-1 error (points)")
+    _save(plt, fig, ax, path, title)
 
 
 def sensitivity(

@@ -20,7 +20,9 @@ def read_run(run) -> RunResult:
     step_err = [(step / per_epoch, v) for step, v in tracking.history(run_id, "train_err1_step")] if per_epoch else []
     clean = run.data.metrics.get(tracking.CLEAN_TRAIN_ERR, math.nan)
     precise_bn = {k: run.data.metrics[k] for k in (tracking.PRECISE_BN_VAL_ERR, tracking.PRECISE_BN_TRAIN_ERR) if k in run.data.metrics}
-    return RunResult(tags.get(tracking.VARIANT, "?"), int(tags.get(tracking.SEED, 0)), run_id, curves, step_err, clean, dict(run.data.params), precise_bn)
+    test = {k: run.data.metrics[k] for k in ("test_err1", "test_err5") if k in run.data.metrics}
+    return RunResult(tags.get(tracking.VARIANT, "?"), int(tags.get(tracking.SEED, 0)), run_id, curves, step_err, clean, dict(run.data.params), precise_bn,
+                     test, tags.get(tracking.CONFIG_HASH, ""))  # fmt: skip
 
 
 def score(run, tune: Tune) -> tuple[float, float]:

@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ablations.analysis.family import adjust
 from ablations.analysis.stats import Stat
+from ablations.analysis.verdicts import Comparison, Estimate, Verdict, compare
+from ablations.report import render as render_md
 from core import paths
 
 
@@ -23,21 +26,44 @@ def _same(a: str, b: str) -> bool:
         return a == b
 
 
-def _one_at_a_time(entries: list[dict], profile: str | None, key: str, low: str, high: str) -> list[tuple[str, Stat | None, bool | None]]:
-    """(ablation/variant, its Δ turned to low -> high, within noise) for each variant of a study of
+def _comparisons(entries: list[dict]) -> tuple[list[Comparison], dict[tuple, list[str]]]:
+    """Each distinct comparison of the one-at-a-time studies once (the same two configurations by
+    config identity, on the same metric), rebuilt from summary.json, and where each appears."""
+    found: dict[tuple, Comparison] = {}
+    where: dict[tuple, list[str]] = {}
+    for e in [e for e in entries if not e.get("factorial")]:
+        hashes = {v["variant"]: v.get("config_hash", "") for v in e.get("variants", [])}
+        for v in e.get("variants", []):
+            c = v.get("comparison")
+            if not c or c["verdict"] == Verdict.NOT_MEASURED.label:
+                continue
+            mine, ref = hashes.get(c["variant"]), hashes.get(c["reference"])
+            key = (c["metric"], mine, ref) if mine and ref else (c["metric"], e["ablation"], c["variant"], c["reference"])
+            where.setdefault(key, []).append(f"{e['ablation']}/{c['variant']}")
+            if key not in found:
+                fit = Estimate(c["estimate"], c["se"], c["df"])
+                found[key] = compare(c["variant"], c["reference"], fit, n=c["n"], delta=c["delta"], method=c["method"], sd=c["sd"],
+                                     per_seed=tuple(tuple(x) for x in c["per_seed"]), study=e["ablation"], metric=c["metric"])  # fmt: skip
+    keys = list(found)
+    return [c for c in adjust([found[k] for k in keys])], {found[k].key: where[k] for k in keys}
+
+
+def _one_at_a_time(entries: list[dict], profile: str | None, key: str, low: str, high: str) -> list[tuple[str, Stat | None, str | None]]:
+    """(ablation/variant, its Δ turned to low -> high, its verdict) for each variant of a study of
     this profile that changes only `key` between these values."""
     found = []
     for e in [e for e in entries if e.get("profile") == profile]:
         for v in e.get("variants", []):
             change = v.get("changes", {})
-            if set(change) != {key} or v["delta"] is None:
+            c = v.get("comparison")
+            if set(change) != {key} or not c or c["metric"] != "val_err1":
                 continue
             ref, val = change[key]
-            d = Stat(**{k: v["delta"][k] for k in ("n", "mean", "std", "lo", "hi")})
+            d = Stat(c["n"], c["estimate"], c["sd"], c["lo"], c["hi"])
             if _same(ref, low) and _same(val, high):
-                found.append((f"{e['ablation']}/{v['variant']}", d, v["delta"]["within_noise"]))
+                found.append((f"{e['ablation']}/{v['variant']}", d, c["verdict"]))
             elif _same(ref, high) and _same(val, low):
-                found.append((f"{e['ablation']}/{v['variant']}", Stat(d.n, -d.mean, d.std, -d.hi, -d.lo), v["delta"]["within_noise"]))
+                found.append((f"{e['ablation']}/{v['variant']}", Stat(d.n, -d.mean, d.std, -d.hi, -d.lo), c["verdict"]))
     return found
 
 
@@ -46,25 +72,24 @@ def write_summary(out_dir: Path | None = None) -> Path | None:
     entries = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*/summary.json"))]
     if not entries:
         return None
+    comparisons, where = _comparisons(entries)
     lines = [
         "# Summary across ablations",
         "",
-        "Final validation top-1 error (%), mean ± std over seeds; Δ is the paired difference from each ablation's baseline "
-        "with its 95% confidence interval. Regenerated after every study.",
+        "Each distinct comparison (the same two configurations, by config identity, on the same metric) once, however many "
+        f"studies made it, all {len(comparisons)} tested as one family (Holm; each interval at the level Holm tests it at), so a "
+        "verdict here can be more cautious than in its study's report, which corrects over that study's comparisons alone. "
+        "Δ is variant − reference in points of error (a ratio for times to a target), with per-seed differences where no "
+        "interval is shown. Regenerated after every study.",
     ]
     rows = []
-    for e in [e for e in entries if not e.get("factorial")]:
-        for v in e.get("variants", []):
-            s = Stat(**v["final_val_err1"])
-            if v["delta"] is None:
-                delta, word = ("—", "baseline") if v["variant"] == e["baseline"] else ("n/a", "needs ≥ 2 seeds")
-            else:
-                d = Stat(**{k: v["delta"][k] for k in ("n", "mean", "std", "lo", "hi")})
-                delta = d.fmt()
-                word = "within noise" if v["delta"]["within_noise"] else ("worse" if d.mean > 0 else "better")
-            rows.append(f"| [{e['ablation']}]({e['ablation']}/report.md) | {v['variant']} | {v['seeds']} | {s.fmt()} | {delta} | {word} |")
+    for c in comparisons:
+        seen = where[c.key]
+        link = f"[{c.study}]({c.study}/report.md)"
+        also = f" (also {', '.join(seen[1:])})" if len(seen) > 1 else ""
+        rows.append(f"| {link} | {c.variant}{also} | {c.reference} | {c.n} | {render_md.effect(c)} | {render_md.verdict(c)} |")
     if rows:
-        lines += ["", "| ablation | variant | seeds | val top-1 err | Δ vs baseline | verdict |", "|---|---|---|---|---|---|", *rows]
+        lines += ["", "| study | variant | reference | seeds | Δ | verdict |", "|---|---|---|---|---|---|", *rows]
     for e in [e for e in entries if e.get("factorial")]:
         lines += [
             "",
@@ -79,7 +104,7 @@ def write_summary(out_dir: Path | None = None) -> Path | None:
         for eff in [x for x in e["effects"] if len(x["term"]) == 1]:
             (key,), ((low, high),) = eff["term"], eff["levels"]
             mine = f"{eff['effect']:+.2f} [{eff['lo']:+.2f}, {eff['hi']:+.2f}]"
-            verdict = "real" if eff["real"] else "within noise"
+            verdict = eff.get("verdict", "n/a")
             others = _one_at_a_time(entries, e.get("profile"), key, low, high) or [(f"not run with profile {e.get('profile')} here", None, None)]
             for where, d, noise in others:
                 if d is None:
@@ -87,7 +112,7 @@ def write_summary(out_dir: Path | None = None) -> Path | None:
                     continue
                 overlap = d.lo * 100 <= eff["hi"] and eff["lo"] <= d.hi * 100
                 shown = f"{d.mean * 100:+.2f} [{d.lo * 100:+.2f}, {d.hi * 100:+.2f}]"
-                lines.append(f"| {key}: {low} → {high} | {mine} | {verdict} | {where} | {shown} | {'within noise' if noise else 'real'} | "
+                lines.append(f"| {key}: {low} → {high} | {mine} | {verdict} | {where} | {shown} | {noise} | "
                              f"{'yes' if overlap else 'no: the intervals do not overlap'} |")  # fmt: skip
     path = out_dir / "summary.md"
     path.write_text("\n".join(lines) + "\n")
