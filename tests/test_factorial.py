@@ -178,12 +178,17 @@ def test_the_summary_sets_each_main_effect_beside_the_one_at_a_time_result_for_t
     def stat(mean, lo, hi):  # fractions of error, as the reports store them
         return {"n": 3, "mean": mean, "std": 0.01, "lo": lo, "hi": hi}
 
+    def word(lo, hi):
+        return "worse" if lo > 0 else "better" if hi < 0 else "inconclusive"
+
     def variant(name, changes, delta=None):
-        d = None if delta is None else stat(*delta) | {"p": 0.01, "within_noise": delta[1] <= 0 <= delta[2]}
-        return {"variant": name, "seeds": 3, "final_val_err1": stat(0.3, 0.29, 0.31), "delta": d, "changes": changes}
+        c = None if delta is None else {"variant": name, "reference": "base", "n": 5, "estimate": delta[0], "se": (delta[2] - delta[1]) / 5.5, "df": 4,
+                                        "lo": delta[1], "hi": delta[2], "sd": 0.01, "delta": 0.01, "method": "paired t", "metric": "val_err1",
+                                        "per_seed": [], "verdict": word(delta[1], delta[2])}  # fmt: skip
+        return {"variant": name, "seeds": 3, "config_hash": "", "final_val_err1": stat(0.3, 0.29, 0.31), "comparison": c, "changes": changes}
 
     def effect(key, low, high, mean, lo, hi):
-        return {"term": [key], "levels": [[low, high]], "effect": mean, "lo": lo, "hi": hi, "real": not lo <= 0 <= hi}
+        return {"term": [key], "levels": [[low, high]], "effect": mean, "lo": lo, "hi": hi, "verdict": word(lo, hi)}
 
     def one_at_a_time(name, key, levels, delta, profile="cifar"):
         return {"ablation": name, "baseline": "base", "profile": profile, "variants": [variant("base", {}), variant("changed", {key: levels}, delta)]}
@@ -194,7 +199,7 @@ def test_the_summary_sets_each_main_effect_beside_the_one_at_a_time_result_for_t
         "effect": 0.5,
         "lo": -1,
         "hi": 2,
-        "real": False,
+        "verdict": "inconclusive",
     }
     studies = {
         "dropout": one_at_a_time("dropout", "model.dropout", ["0.5", "0"], (-0.0167, -0.0308, -0.0025)),
@@ -211,12 +216,12 @@ def test_the_summary_sets_each_main_effect_beside_the_one_at_a_time_result_for_t
         (tmp_path / name / "summary.json").write_text(json.dumps(entry))
     lines = write_summary(tmp_path).read_text().splitlines()
     rows = {line.split(" | ")[0].lstrip("| "): line for line in lines if line.startswith(("| model.", "| data."))}
-    assert "| dropout/changed | -1.67 [-3.08, -0.25] | real | yes |" in rows["model.dropout: 0.5 → 0.0"]
-    assert "| pooling/changed | +1.55 [-0.76, +3.87] | within noise | yes |" in rows["model.pool: overlapping → non_overlapping"]
-    assert "| normalization/changed | -2.28 [-2.65, -1.92] | real | no: the intervals do not overlap |" in rows["model.norm: lrn → batchnorm"]
+    assert "| dropout/changed | -1.67 [-3.08, -0.25] | better | yes |" in rows["model.dropout: 0.5 → 0.0"]
+    assert "| pooling/changed | +1.55 [-0.76, +3.87] | inconclusive | yes |" in rows["model.pool: overlapping → non_overlapping"]
+    assert "| normalization/changed | -2.28 [-2.65, -1.92] | better | no: the intervals do not overlap |" in rows["model.norm: lrn → batchnorm"]
     assert "not run with profile cifar here" in rows["data.augment: paper → none"]  # the demo-profile study does not count
     assert len(rows) == 4  # main effects only
 
     for name in ("dropout", "pooling", "normalization", "augmentation"):
         (tmp_path / name / "summary.json").unlink()
-    assert "| ablation | variant |" not in write_summary(tmp_path).read_text()
+    assert "| study | variant |" not in write_summary(tmp_path).read_text()
