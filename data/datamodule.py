@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from core import paths
 from core.errors import DataError
 from data.augment import TRAIN_AUGMENTS, BatchPipeline, image_statistics, stored_size
-from data.registry import ArraySplit, DataConfig, FileSplit, Split, decode, load_splits, subset
+from data.registry import DataConfig, decode, load_splits
+from data.splits import ArraySplit, FileSplit, Split, subset
 
 
 class SplitDataset(Dataset):
@@ -137,11 +138,12 @@ class AblationDataModule(L.LightningDataModule):
         """Per split, what an MLflow dataset input records: a name, where the data came from,
         a digest of its content (images and labels as held; file paths, sizes and times for
         images read from files on the fly) that changes when the data does, and its profile.
-        Splits whose name is in `skip` are left out (not hashed)."""
+        Splits whose name is in `skip` are left out (not hashed); so is a test split under
+        data.splits=train_val, which has none."""
         c, out = self.cfg, {}
         source = f"synthetic shapes, data.seed={c.seed}" if c.name == "shapes" else str(Path(c.root).resolve())
-        for what, split in (("train", self.splits.train), ("val", self.splits.val)):
-            if f"{c.name}-{what}" in skip:
+        for what, split in (("train", self.splits.train), ("val", self.splits.val), ("test", self.splits.test)):
+            if split is None or f"{c.name}-{what}" in skip:
                 continue
             digest = hashlib.sha256()
             if isinstance(split, ArraySplit):
@@ -187,6 +189,15 @@ class AblationDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         world, rank = self._world()
         dataset = SplitDataset(self.splits.val, self.side)
+        return self._loader(dataset, ShardSampler(len(dataset), world, rank), self.cfg.batch_size // world)
+
+    def test_loader(self, world: int = 1, rank: int = 0) -> DataLoader | None:
+        """The test split, this rank's shard of it, read as val is (no augmentation; ten
+        crops with data.ten_crop); None under data.splits=train_val. Training never reads
+        it: the run evaluates it once, at the end (lightning_modules.callbacks.FinalTestError)."""
+        if self.splits.test is None:
+            return None
+        dataset = SplitDataset(self.splits.test, self.side)
         return self._loader(dataset, ShardSampler(len(dataset), world, rank), self.cfg.batch_size // world)
 
     def clean_train_loader(self, images: int, world: int = 1, rank: int = 0, batch_size: int = 256) -> DataLoader:

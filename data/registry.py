@@ -1,8 +1,10 @@
 """The `data` section of the configuration and the datasets, one registry, chosen with `data.name`.
 
 Each entry takes the data config and the stored image side and returns a
-`Splits`: a training and a validation split, each either decoded images in
-memory (uint8 N x 3 x S x S) or a list of image files to decode on the fly.
+`Splits` (data/splits.py): train, val and, under `data.splits=train_val_test` (the
+default), test, each either decoded images in memory (uint8 N x 3 x S x S) or a list
+of image files to decode on the fly. Which images each split holds, per dataset, is
+in each entry's docstring and in docs/data.md.
 """
 
 from __future__ import annotations
@@ -11,18 +13,18 @@ import contextlib
 import hashlib
 import logging
 import os
-import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 
-from core.config import require, require_choice
-from core.errors import DataError
+from core.config import NEUTRAL, require, require_choice
+from core.errors import ConfigError, DataError
 from data.augment import TRAIN_AUGMENTS
+from data.splits import PROTOCOLS, ArraySplit, FileSplit, Split, Splits, subset, train_val_test
 
 
 @dataclass
@@ -35,8 +37,13 @@ class DataConfig:
     ten_crop: bool = False  # the paper's 10-crop averaging at evaluation
     batch_size: int = 128  # the global batch, split across devices
     num_workers: int = 0
+    # train_val_test: val held out of the training images (or the dataset's own), test
+    # evaluated once at the end; train_val: the former protocol, the dataset's test split
+    # as val, no test (neutral: runs made before the key were made so). See data/splits.py
+    splits: Literal["train_val_test", "train_val"] = field(default="train_val_test", metadata={NEUTRAL: "train_val"})
     train_size: int | None = None  # None: the whole training split
     val_size: int | None = None
+    test_size: int | None = None
     download: bool = True
     bad_files: Literal["error", "skip"] = "error"
     seed: int = 0  # seeds dataset generation (shapes) and subsets, not training
@@ -49,34 +56,18 @@ class DataConfig:
         require(self.num_workers >= 0, "data.num_workers", self.num_workers, ">= 0")
         require(self.train_size is None or self.train_size >= 1, "data.train_size", self.train_size, "null or >= 1")
         require(self.val_size is None or self.val_size >= 1, "data.val_size", self.val_size, "null or >= 1")
+        require(self.test_size is None or self.test_size >= 1, "data.test_size", self.test_size, "null or >= 1")
+        require_choice("data.splits", self.splits, PROTOCOLS)
+        if self.splits == "train_val" and self.test_size is not None:
+            raise ConfigError(
+                f"'data.test_size' = {self.test_size} but data.splits=train_val has no test split; remove data.test_size, or set data.splits=train_val_test"
+            )
 
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"}
 IN_MEMORY_LIMIT_BYTES = 4 << 30  # decode file datasets into memory up to this size
-
-
-@dataclass
-class ArraySplit:
-    images: torch.Tensor  # uint8 [N, 3, S, S]
-    labels: torch.Tensor  # int64 [N]
-
-
-@dataclass
-class FileSplit:
-    files: list[Path]
-    labels: list[int]
-
-
-Split = ArraySplit | FileSplit
-
-
-@dataclass
-class Splits:
-    train: Split
-    val: Split
-    classes: list[str]
 
 
 # ------------------------------------------------------------------ decoding
@@ -156,18 +147,6 @@ def materialise(split: FileSplit, side: int, cfg: DataConfig, what: str, cache_d
     return ArraySplit(torch.from_numpy(arr), torch.from_numpy(lab))
 
 
-def subset(split: Split, size: int | None, seed: int) -> Split:
-    """`size` images of the split, drawn with `seed` (in their original order), or all."""
-    n = len(split.labels)
-    if size is None or size >= n:
-        return split
-    idx = np.sort(np.random.default_rng(seed).permutation(n)[:size])
-    if isinstance(split, ArraySplit):
-        t = torch.from_numpy(idx)
-        return ArraySplit(split.images[t], split.labels[t])
-    return FileSplit([split.files[i] for i in idx], [split.labels[i] for i in idx])
-
-
 def _resize_array(images: np.ndarray | torch.Tensor, side: int, chunk: int = 256) -> torch.Tensor:
     t = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
     if t.shape[-1] == side:
@@ -198,61 +177,74 @@ def _download(url: str, root: Path, name: str, filename: str | None = None) -> N
 # ------------------------------------------------------------------ datasets
 
 
+def _size(cfg: DataConfig, what: str) -> int | None:
+    return {"train": cfg.train_size, "val": cfg.val_size, "test": cfg.test_size}[what]
+
+
+def _splits(parts: dict[str, Split], classes: list[str]) -> Splits:
+    return Splits(parts["train"], parts["val"], classes, parts.get("test"))
+
+
 def shapes(cfg: DataConfig, side: int) -> Splits:
+    """Synthetic, drawn from data.seed: train 10,000 images (data.train_size), val 2,000
+    (data.val_size) and, under train_val_test, test as many as val (data.test_size).
+    Every split is its own draw; val and test come from the same shifted distribution
+    (data/shapes.py), so val is held out of training as a fresh sample, not a slice of
+    the training draw."""
     from data.shapes import CLASSES, make_shapes
 
-    splits = {}
-    for split, default in (("train", 10_000), ("val", 2_000)):
-        n = (cfg.train_size if split == "train" else cfg.val_size) or default
-        images, labels = make_shapes(n, side, cfg.seed, split)
-        splits[split] = ArraySplit(torch.from_numpy(images), torch.from_numpy(labels))
-    return Splits(splits["train"], splits["val"], list(CLASSES))
+    wanted = (("train", 10_000), ("val", 2_000)) + ((("test", cfg.val_size or 2_000),) if cfg.splits == "train_val_test" else ())
+    parts = {}
+    for split, default in wanted:
+        images, labels = make_shapes(_size(cfg, split) or default, side, cfg.seed, split)
+        parts[split] = ArraySplit(torch.from_numpy(images), torch.from_numpy(labels))
+    return _splits(parts, list(CLASSES))
 
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-
-
 CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 
 
-def read_cifar10(folder: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
-    """CIFAR-10's python batches: data_batch_1..5, test_batch, batches.meta."""
-    out = {}
+def _torchvision_cifar10(cfg: DataConfig):
+    """(train, test) torchvision CIFAR10 datasets: torchvision reads the python batches,
+    checks each file against the official release's MD5 checksum, and downloads the
+    release (checking the archive's checksum) when data.download is true."""
+    from torchvision.datasets import CIFAR10
+
+    root = Path(cfg.root)
+    folder = root / CIFAR10.base_folder
+    if not cfg.download and not all((folder / name).exists() for name in CIFAR10_FILES):
+        raise _missing("cifar10", folder, f"Set data.download=true, or extract {CIFAR10_URL} into {root}.")
+    fix = f"delete the folder and set data.download=true, or extract {CIFAR10_URL} there again."
     try:
-        for split, names in (("train", CIFAR10_FILES[:5]), ("val", ["test_batch"])):
-            xs, ys = [], []
-            for name in names:
-                with open(folder / name, "rb") as fh:
-                    batch = pickle.load(fh, encoding="bytes")
-                xs.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32))
-                ys.append(np.asarray(batch[b"labels"], np.int64))
-            out[split] = (np.concatenate(xs), np.concatenate(ys))
-        with open(folder / "batches.meta", "rb") as fh:
-            meta = pickle.load(fh, encoding="bytes")
-        classes = [c.decode() for c in meta[b"label_names"]]
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError, TypeError) as err:
+        return CIFAR10(str(root), train=True, download=cfg.download), CIFAR10(str(root), train=False)
+    except RuntimeError:  # torchvision: a file missing, or not the official one
+        raise DataError(f"CIFAR-10 in {folder} is incomplete or not the official release: a file's MD5 checksum does not match; {fix}") from None
+    except (OSError, EOFError, ValueError) as err:  # no network, a proxy, an HTTP error, a broken archive...
         raise DataError(
-            f"cannot read CIFAR-10 from {folder} ({type(err).__name__}: {err}); delete the folder and "
-            f"set data.download=true, or extract {CIFAR10_URL} there again."
+            f"could not download dataset 'cifar10' from {CIFAR10_URL} ({type(err).__name__}: {err}). "
+            f"Download it yourself and extract it into {root}, or check your network connection."
         ) from None
-    return out, classes
 
 
 def cifar10(cfg: DataConfig, side: int) -> Splits:
-    root = Path(cfg.root)
-    folder = root / "cifar-10-batches-py"
-    if not all((folder / name).exists() for name in CIFAR10_FILES):
-        if not cfg.download:
-            raise _missing("cifar10", folder, f"Set data.download=true, or extract {CIFAR10_URL} into {root}.")
-        _download(CIFAR10_URL, root, "cifar10")
-    arrays, classes = read_cifar10(folder)
-    splits = []
-    for (x, y), size in ((arrays["train"], cfg.train_size), (arrays["val"], cfg.val_size)):
-        # subset before resizing (as load_splits would after it: same images), so that a
-        # small subset at a large side does not resize the whole set
-        split = subset(ArraySplit(torch.from_numpy(x), torch.from_numpy(y)), size, cfg.seed)
-        splits.append(ArraySplit(_resize_array(split.images, side), split.labels))
-    return Splits(splits[0], splits[1], classes)
+    """CIFAR-10's python release, read through torchvision (its checksums checked).
+    train_val_test: train 45,000 of the 50,000 training images, val the other 5,000 (500
+    per class: `splits.hold_out`, fixed), test the 10,000 of test_batch. train_val (the
+    former protocol): train all 50,000, val test_batch. Why torchvision, and what its
+    checksums cost (about 1 s per run start, measured): docs/data.md."""
+    train_ds, test_ds = _torchvision_cifar10(cfg)
+
+    def as_split(ds) -> ArraySplit:  # torchvision holds N x 32 x 32 x 3
+        return ArraySplit(torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))), torch.as_tensor(ds.targets, dtype=torch.int64))
+
+    parts = train_val_test(cfg.splits, as_split(train_ds), as_split(test_ds))
+    # subset before resizing (as load_splits would after it: same images), so that a
+    # small subset at a large side does not resize the whole set
+    for what, split in parts.items():
+        split = subset(split, _size(cfg, what), cfg.seed)
+        parts[what] = ArraySplit(_resize_array(split.images, side), split.labels)
+    return _splits(parts, list(train_ds.classes))
 
 
 FLOWERS17_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/17flowers.tgz"
@@ -264,8 +256,11 @@ FLOWERS17_CLASSES = [
 
 def flowers17(cfg: DataConfig, side: int) -> Splits:
     """Oxford 17 Flowers: jpg/image_0001.jpg .. image_1360.jpg, 80 images per class in
-    file order. Split (fixed): in each class, a permutation with seed 17 puts 60 images
-    in train and 20 in val."""
+    file order. Splits (fixed): in each class, a permutation with seed 17 ranks the 80
+    images; train_val_test: ranks 0-49 train, 50-59 val, 60-79 test (50 / 10 / 20 per
+    class: 850 / 170 / 340). train_val (the former protocol): ranks 0-59 train, 60-79
+    val, the same 20 images as test now. The official archive's three 40 / 20 / 20
+    splits (datasplits.mat) are a separate download, and not used."""
     root = Path(cfg.root) / "flowers17"
     folder = root / "jpg"
     files = sorted(folder.glob("image_*.jpg")) if folder.is_dir() else []
@@ -276,57 +271,79 @@ def flowers17(cfg: DataConfig, side: int) -> Splits:
         files = sorted(folder.glob("image_*.jpg"))
     if len(files) != 80 * len(FLOWERS17_CLASSES):
         raise DataError(f"{folder} holds {len(files)} images; Oxford 17 Flowers has 1360 (image_0001.jpg .. image_1360.jpg)")
+    ranks = {"train": range(60), "val": range(60, 80)} if cfg.splits == "train_val" else {"train": range(50), "val": range(50, 60), "test": range(60, 80)}
     rng = np.random.default_rng(17)
-    train, val = FileSplit([], []), FileSplit([], [])
+    parts = {what: FileSplit([], []) for what in ranks}
     for c in range(len(FLOWERS17_CLASSES)):
         order = rng.permutation(80)
-        for rank, i in enumerate(order):
-            target = train if rank < 60 else val
-            target.files.append(files[c * 80 + i])
-            target.labels.append(c)
-    return Splits(train, val, list(FLOWERS17_CLASSES))
+        for what, rank in ranks.items():
+            parts[what].files += [files[c * 80 + i] for i in order[rank.start : rank.stop]]
+            parts[what].labels += [c] * len(rank)
+    return _splits(parts, list(FLOWERS17_CLASSES))
 
 
 def flowers102(cfg: DataConfig, side: int) -> Splits:
+    """Oxford 102 Flowers through torchvision, its official splits: train 1,020 (10 per
+    class), val 1,020 and (train_val_test) test 6,149."""
     from torchvision.datasets import Flowers102
 
     root = Path(cfg.root)
-    splits = []
-    for split in ("train", "val"):
+    parts = {}
+    for split in ("train", "val") + (("test",) if cfg.splits == "train_val_test" else ()):
         try:
             ds = Flowers102(str(root), split=split, download=cfg.download)
         except RuntimeError as err:
             raise _missing("flowers102", root / "flowers-102", f"{err} Set data.download=true to fetch it.") from None
-        splits.append(FileSplit([Path(f) for f in ds._image_files], list(ds._labels)))
-    return Splits(splits[0], splits[1], [str(i) for i in range(102)])
+        parts[split] = FileSplit([Path(f) for f in ds._image_files], list(ds._labels))
+    return _splits(parts, [str(i) for i in range(102)])
+
+
+def _list_folder(folder: Path, classes: list[str]) -> FileSplit:
+    split = FileSplit([], [])
+    for c, name in enumerate(classes):
+        files = sorted(f for f in (folder / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"class '{name}' has no images in {folder}; every class needs images in every split")
+        split.files += files
+        split.labels += [c] * len(files)
+    return split
 
 
 def imagefolder(cfg: DataConfig, side: int) -> Splits:
-    """Any tree data.root/{train, val or test}/<class>/<image>."""
+    """Any tree data.root/train/<class>/<image>, with val/ and/or test/ beside train/.
+    train_val_test: with both val/ and test/, each is its split; with only one of them,
+    that folder is test (the dataset's held-out split: ImageNet's val/, say, the one its
+    results are reported on) and val is held out of train/: 10% of each class's images
+    (`splits.hold_out`, fixed). train_val (the former protocol): train/, and val/ (else
+    test/) as val."""
     root = Path(cfg.root)
     if not root.is_dir():
         raise _missing("imagefolder", root, "Point data.root at a folder holding train/<class>/* and val/<class>/* (or test/).")
-    val_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
-    if not (root / "train").is_dir() or val_dir is None:
+    held = [root / d for d in ("val", "test") if (root / d).is_dir()]
+    if not (root / "train").is_dir() or not held:
         raise DataError(f"{root} needs a train/ and a val/ (or test/) folder, each with one sub-folder per class")
     classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir())
-    val_classes = sorted(d.name for d in val_dir.iterdir() if d.is_dir())
-    if set(classes) != set(val_classes):
+    for folder in held:
+        other = sorted(d.name for d in folder.iterdir() if d.is_dir())
+        if set(classes) != set(other):
+            raise DataError(
+                f"the splits of {root} have different classes: train lacks {sorted(set(other) - set(classes))}, "
+                f"{folder.name} lacks {sorted(set(classes) - set(other))}. Every class needs images in every split."
+            )
+    train = _list_folder(root / "train", classes)
+    if cfg.splits == "train_val":
+        return Splits(train, _list_folder(held[0], classes), classes)
+    if len(held) == 2:
+        return Splits(train, _list_folder(held[0], classes), classes, _list_folder(held[1], classes))
+    try:
+        parts = train_val_test(cfg.splits, train, _list_folder(held[0], classes))
+    except ValueError as err:
         raise DataError(
-            f"the splits of {root} have different classes: train lacks {sorted(set(val_classes) - set(classes))}, "
-            f"{val_dir.name} lacks {sorted(set(classes) - set(val_classes))}. Every class needs images in both splits."
-        )
-    splits = []
-    for folder in (root / "train", val_dir):
-        split = FileSplit([], [])
-        for c, name in enumerate(classes):
-            files = sorted(f for f in (folder / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise DataError(f"class '{name}' has no images in {folder}; every class needs images in both splits")
-            split.files += files
-            split.labels += [c] * len(files)
-        splits.append(split)
-    return Splits(splits[0], splits[1], classes)
+            f"{root / 'train'}: {err}. Add training images, give the folder both a val/ and a test/ folder, or set data.splits=train_val."
+        ) from None
+    if held[0].name == "val":
+        log.info("%s has no test/ folder: its val/ folder is the test split, and val is held out of train/ (10%% per class)", root)
+    return _splits(parts, classes)
 
 
 DATASETS: dict[str, Callable[[DataConfig, int], Splits]] = {
@@ -339,16 +356,18 @@ DATASETS: dict[str, Callable[[DataConfig, int], Splits]] = {
 
 
 def load_splits(cfg: DataConfig, side: int, cache_dir: Path | None = None) -> Splits:
-    """The dataset at stored side `side`, subset to data.train_size / data.val_size,
-    with file splits checked and, when they fit, decoded into memory."""
+    """The dataset at stored side `side`, subset to data.train_size / val_size / test_size,
+    with file splits checked and, when they fit, decoded into memory (each split cached)."""
     splits = DATASETS[cfg.name](cfg, side)
     out = {}
-    for what, split, size in (("train", splits.train, cfg.train_size), ("val", splits.val, cfg.val_size)):
-        split = subset(split, size, cfg.seed)
+    for what, split in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+        if split is None:
+            continue
+        split = subset(split, _size(cfg, what), cfg.seed)
         if isinstance(split, FileSplit):
             split = materialise(split, side, cfg, what, cache_dir)
         out[what] = split
-    return Splits(out["train"], out["val"], splits.classes)
+    return _splits(out, splits.classes)
 
 
 def class_count(cfg: DataConfig) -> int:

@@ -1,12 +1,13 @@
 """`shapes`: a synthetic, offline 10-class dataset for demos and tests.
 
 Coloured shapes with nuisance variation: position, scale, rotation, foreground
-and background colour, a background gradient and pixel noise. The held-out split
-is shifted on purpose, so that the regularisers under study have something to
-do: its shapes sit further right than the training shapes (random crops help),
+and background colour, a background gradient and pixel noise. The held-out splits
+(val and test) are shifted on purpose, so that the regularisers under study have something to
+do: their shapes sit further right than the training shapes (random crops help),
 half of them are mirrored, and two classes (the half-disc and the L) are not
 mirror-symmetric (horizontal flips help), and the training set is small enough
-to overfit (dropout helps). Generation is deterministic in (seed, split).
+to overfit (dropout helps). Val and test are independent draws from that shifted
+distribution. Generation is deterministic in (seed, split).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import numpy as np
 
 CLASSES = ["disc", "square", "triangle", "cross", "ring", "diamond", "striped", "half_disc", "star", "ell"]
 
-# split -> (x-centre range, probability of a mirrored image)
-_SPLITS = {"train": ((-0.4, 0.15), 0.0), "val": ((-0.15, 0.4), 0.5)}
+# split -> (x-centre range, probability of a mirrored image); each split draws its own stream
+_SPLITS = {"train": ((-0.4, 0.15), 0.0), "val": ((-0.15, 0.4), 0.5), "test": ((-0.15, 0.4), 0.5)}
 
 
 def _masks(label: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ FROZEN = {
     "model.pool": "overlapping", "model.dropout": 0.5, "model.groups": 2, "model.init": "paper", "model.bn_momentum": 0.1,
     "model.bn_eps": 1e-5, "model.sync_batchnorm": True, "data.name": "shapes", "data.image_size": None, "data.augment": "paper",
     "data.normalize": "standard", "data.ten_crop": False, "data.batch_size": 128, "data.train_size": None, "data.val_size": None,
-    "data.bad_files": "error", "data.seed": 0, "optim.name": "sgd", "optim.lr": 0.01, "optim.momentum": 0.9,
+    "data.bad_files": "error", "data.seed": 0, "data.splits": "train_val", "data.test_size": None, "optim.name": "sgd", "optim.lr": 0.01, "optim.momentum": 0.9,
     "optim.weight_decay": 5e-4, "optim.eps": 1e-8, "optim.lr_factor": 0.1, "optim.lr_patience": 2, "optim.max_lr_drops": 3,
     "trainer.max_epochs": 90, "trainer.precision": "32-true", "trainer.limit_train_batches": None,
     "trainer.limit_val_batches": None, "trainer.stop_at_train_err": None, "trainer.deterministic": False,
@@ -40,9 +40,12 @@ def test_neutral_values_never_change():
 
 
 def test_identity_leaves_out_neutral_and_execution_keys():
-    assert load_config().identity() == {}
-    assert load_config(["model.activation=tanh", "trainer.threads=1", "data.num_workers=2"]).identity() == {"model.activation": "tanh"}
-    assert load_config(["seed=3"]).identity() == {"seed": "3"}
+    # three splits (the default since data.splits) changed what every run means: not neutral
+    assert load_config().identity() == {"data.splits": "train_val_test"}
+    assert load_config(["data.splits=train_val"]).identity() == {}
+    over = ["model.activation=tanh", "trainer.threads=1", "data.num_workers=2", "data.splits=train_val"]
+    assert load_config(over).identity() == {"model.activation": "tanh"}
+    assert load_config(["seed=3", "data.splits=train_val"]).identity() == {"seed": "3"}
     # set explicitly to its neutral value: the same run as leaving it unset
     assert load_config(["model.norm=lrn"]).hash() == load_config().hash()
     # where a named dataset lives is not the dataset; an image folder's root is
@@ -53,7 +56,7 @@ def test_identity_leaves_out_neutral_and_execution_keys():
 
 
 def test_the_hash_is_of_the_identity_written_out():
-    cfg = load_config(["model.activation=tanh", "optim.lr=0.02"])
+    cfg = load_config(["model.activation=tanh", "optim.lr=0.02", "data.splits=train_val"])
     blob = json.dumps({"model.activation": "tanh", "optim.lr": "0.02"}, sort_keys=True)
     assert cfg.hash() == hashlib.sha256(blob.encode()).hexdigest()[:12]
 

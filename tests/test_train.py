@@ -46,6 +46,10 @@ def test_one_run_is_tracked(store):
     assert p["steps_per_epoch"] == "8" and p["resolved.channels_last"] == "True"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_err1_step")] == [4, 8, 12, 16]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_clean_err1")] == [1]
+    # three splits: the test split evaluated once, at the end; each split an MLflow dataset input
+    for key in ("test_err1", "test_err5"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1] and 0.0 <= run.data.metrics[key] <= 1.0
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"shapes-train", "shapes-val", "shapes-test"}
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "architecture.txt", "conv1_filters.png", "checkpoints"} <= artifacts
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/last.ckpt"]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ablations import tracking
 from ablations.train import assemble
-from ablations.train.config import build_config
+from ablations.train.config import saved_config
 from core import paths
 from core.config import read_yaml
 from core.errors import ConfigError, run_command
@@ -39,7 +39,7 @@ def _restore(cfg_path: Path, ckpt_path: Path):
     """The run's datamodule (set up) and module with its final weights."""
     import torch
 
-    cfg = build_config(read_yaml(cfg_path))
+    cfg = saved_config(read_yaml(cfg_path))  # keys the run predates at their neutral values
     dm = assemble.datamodule(cfg)
     dm.setup("validate")
     module = assemble.module(cfg, dm)

@@ -139,6 +139,16 @@ def build_config(*layers: dict[str, Any], config_dir: Path | None = None) -> Con
     return build(Config, unflatten(base | arch | given))
 
 
+def saved_config(saved: dict[str, Any], config_dir: Path | None = None) -> Config:
+    """The Config a finished run was trained with, from its saved config.yaml: a key the
+    run predates takes its neutral value (what the code did before the key existed), not
+    today's default; so a run made before data.splits existed is rebuilt with
+    data.splits=train_val, the splits it was trained and validated on."""
+    given = flatten(saved)
+    predates = {k: v for k, v in neutral_values(Config).items() if k not in given}
+    return build_config(predates, given, config_dir=config_dir)
+
+
 def load_config(overrides: list[str] | None = None, profile: str | None = None, config_dir: Path | None = None) -> Config:
     return build_config(profile_overrides(profile, config_dir), parse_overrides(overrides or []), config_dir=config_dir)
 

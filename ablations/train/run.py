@@ -148,7 +148,8 @@ def _log_inputs(run_id: str, dm) -> None:
     """The run's data as MLflow dataset inputs (once: a resumed run has them)."""
     logged = {d.dataset.name for d in tracking.get_run(run_id).inputs.dataset_inputs}
     for split, d in dm.describe(skip=logged).items():
-        tracking.log_dataset(run_id, d["name"], d["digest"], d["source"], d["profile"], "training" if split == "train" else "validation")
+        context = {"train": "training", "val": "validation", "test": "testing"}[split]
+        tracking.log_dataset(run_id, d["name"], d["digest"], d["source"], d["profile"], context)
 
 
 def _system_metrics(run_id: str, cfg: Config, resumed: bool):
@@ -193,7 +194,7 @@ def run(
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from lightning_modules.callbacks import CleanTrainError
+    from lightning_modules.callbacks import CleanTrainError, FinalTestError
 
     tracking.configure()
     assemble.check_devices(cfg)
@@ -208,7 +209,7 @@ def run(
     given_run = run_id or os.environ.get(RUN_ID_ENV) or None
     # the logger and the checkpoint folder are attached below, once every rank knows the run id
     checkpoint = ModelCheckpoint(dirpath=None, filename="last", save_last=False, save_top_k=1, every_n_epochs=1, enable_version_counter=False)
-    trainer = assemble.trainer(cfg, False, [checkpoint, CleanTrainError(), *callbacks, *_first_step_stamp()])
+    trainer = assemble.trainer(cfg, False, [checkpoint, CleanTrainError(), FinalTestError(), *callbacks, *_first_step_stamp()])
     rank0 = trainer.global_rank == 0
     # only rank 0 opens the store before the run exists: under torchrun two ranks
     # opening a new SQLite store at once both try to create its tables
