@@ -2,7 +2,7 @@
 
 A section of the configuration is a dataclass owned by the layer that uses it
 (`lightning_modules.networks.ModelConfig`, `data.registry.DataConfig`, ...); the
-application composes them (`ablations.config.Config`). This module knows no
+application composes them (`ablations.train.config.Config`). This module knows no
 field: it builds a dataclass tree from nested mappings, checks every value
 against its annotation, and lets each section check its own values
 (`validate()`), so a typo or a bad value stops the program before anything runs.

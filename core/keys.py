@@ -4,7 +4,7 @@ runs (config hashes, the report's list of what a variant changes). No framework.
 from __future__ import annotations
 
 # Where and how fast a run goes (data.root: where a named dataset is kept; an image
-# folder's root is the dataset itself, which ablations.config.Config.hash counts).
+# folder's root is the dataset itself, which ablations.train.config.Config.hash counts).
 EXECUTION_KEYS = frozenset(
     {
         "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.threads", "trainer.log_every_n_steps",

@@ -3,7 +3,7 @@
     python -m ablations.study.migrate [--dry-run]      # make migrate
 
 A run's identity (its `config_hash` tag, which skip and reuse look up) counts only
-the keys that are not at their neutral value (`ablations.config.identity`). Stores
+the keys that are not at their neutral value (`ablations.train.config.identity`). Stores
 written before that rule counted every key, defaults included, so their runs are not
 found by a study of today's code. This recomputes each run's hash from the params it
 logged, keeps the old one as `config_hash_v1`, and changes nothing else. Running it

@@ -1,7 +1,7 @@
 """The whole configuration of one run, composed from the sections the layers own.
 
 A run is described by one `Config`: the paper's baseline (the dataclasses' defaults,
-here and in the sections the layers own: `python -m ablations.config` prints them),
+here and in the sections the layers own: `python -m ablations.train.config` prints them),
 the chosen architecture's own choices (`configs/archs/<arch>.yaml`, if any), then
 a profile, then (in a study) the ablation file's overrides, the command line's and
 last the variant's own keys, so that a variant is always what it says; each a dotted
@@ -153,5 +153,5 @@ def load_config(overrides: list[str] | None = None, profile: str | None = None, 
     return build_config(profile_overrides(profile, config_dir), parse_overrides(overrides or []), config_dir=config_dir)
 
 
-if __name__ == "__main__":  # python -m ablations.config: the baseline, every key at its default
+if __name__ == "__main__":  # python -m ablations.train.config: the baseline, every key at its default
     print(Config().dump(), end="")
