@@ -1,13 +1,12 @@
-"""The main job on the offline default: every ablation on synthetic shapes.
+"""The main job on the offline default: the studies whose file says `demo: true` on synthetic shapes:
+first_look (three of the paper's choices over 5 seeds), then dropout, groups and pooling, whose runs
+are first_look's (identical configs are reused, not trained again).
 
-    python -m ablations.demo [--seeds 2] [--parallel 2] [--force] [key=value ...]
+    python -m ablations.demo [--seeds 5] [--parallel 2] [--force] [key=value ...]
 
-Runs each one-at-a-time study in configs/ablations/ meant for the demo profile (the
-others are named, not run: those meant for a dataset to download, such as the
-tutorial's on Oxford 17 Flowers, factorial designs, which have many cells, and files
-that say `demo: false`, such as `init_preprocessing`, which means tuning; identical configs
-are trained once and reused across studies), writes every report and
-reports/summary.md, prints the summary and how to open the MLflow UI.
+Few studies with enough seeds for verdicts, rather than every study with too few: each other
+study is one command away (make ablate-NAME). Writes the reports and reports/summary.md,
+prints the summary and how to open the MLflow UI.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import time
 
 from ablations import tracking
 from ablations.report import summary as overview
-from ablations.spec import DEFAULT_PROFILE, available, load_ablation, parse_seeds
+from ablations.spec import available, load_ablation, parse_seeds
 from ablations.study.runner import Study
 from core import paths
 from core.errors import EXIT_INTERRUPTED, run_command
@@ -27,21 +26,17 @@ from core.errors import EXIT_INTERRUPTED, run_command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*")
-    parser.add_argument("--seeds", default="2")
+    parser.add_argument("--seeds", default=None, help="default: each study file's seeds")
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--profile", default="demo")
     args = parser.parse_intermixed_args(argv)
     start = time.time()
-    seeds = parse_seeds(args.seeds, "SEEDS")
+    seeds = parse_seeds(args.seeds, "SEEDS") if args.seeds else None
     ablations = {n: load_ablation(n) for n in available()}
-    names = [n for n, a in ablations.items() if a.profile == DEFAULT_PROFILE and a.design is None and a.demo]
-    for name in sorted(set(ablations) - set(names)):
-        a = ablations[name]
-        why = (
-            f"meant for PROFILE={a.profile}" if a.profile != DEFAULT_PROFILE else "a factorial design, many cells" if a.design else "its file says demo: false"
-        )
-        print(f"(not in the demo: {name}, {why}; run make ablate-{name}{' TUNE=1' if a.tune else ''})")
+    names = sorted((n for n, a in ablations.items() if a.demo), key=lambda n: -len(ablations[n].seeds))  # the most seeds first: the others reuse its runs
+    others = sorted(set(ablations) - set(names))
+    print(f"the demo runs {', '.join(names)}; each of the others is one command away: make ablate-NAME (make ablations lists them: {', '.join(others)})")
     studies = [Study(name, args.profile, args.overrides, seeds, 0, args.parallel, args.force) for name in names]
     for study in studies:  # every input problem surfaces before the first run
         study.preflight()
@@ -59,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + summary.read_text())
     reports = paths.reports_dir()
     (reports / "demo_time.txt").write_text(
-        f"{minutes:.1f} minutes wall time for `make demo` ({len(studies)} studies, seeds {seeds}, parallel {args.parallel})\n"
+        f"{minutes:.1f} minutes wall time for `make demo` ({', '.join(names)}, seeds {seeds or 'as the files say'}, parallel {args.parallel})\n"
     )
     print(f"demo finished in {minutes:.1f} min; reports in {reports}/<ablation>/report.md, summary in {summary}")
     print(f"browse the runs: make ui  (then open http://127.0.0.1:5000; store {tracking.tracking_uri()})")

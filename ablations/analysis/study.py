@@ -104,6 +104,8 @@ def analyse_study(
     name: str, results: list[RunResult], order: list[str], baseline: str, compare_to: Mapping[str, str] | None, metric: str, delta: float
 ) -> StudyResult:
     compare_to = dict(compare_to or {})
+    if metric == "test_err1" and not any(r.test for r in results):
+        metric = "val_err1"  # runs from before the test split (data.splits=train_val): their val split was the dataset's test split
     by_seed = {v: {r.seed: r for r in results if r.variant == v} for v in order}
     refs = {v: compare_to.get(v, baseline) for v in order if v != baseline}
     variants = []

@@ -40,7 +40,7 @@ def _comparisons(entries: list[dict]) -> tuple[list[Comparison], dict[tuple, lis
             mine, ref = hashes.get(c["variant"]), hashes.get(c["reference"])
             key = (c["metric"], mine, ref) if mine and ref else (c["metric"], e["ablation"], c["variant"], c["reference"])
             where.setdefault(key, []).append(f"{e['ablation']}/{c['variant']}")
-            if key not in found:
+            if key not in found or c["n"] > found[key].n:  # the study with the most seeds speaks for it
                 fit = Estimate(c["estimate"], c["se"], c["df"])
                 found[key] = compare(c["variant"], c["reference"], fit, n=c["n"], delta=c["delta"], method=c["method"], sd=c["sd"],
                                      per_seed=tuple(tuple(x) for x in c["per_seed"]), study=e["ablation"], metric=c["metric"])  # fmt: skip
@@ -86,7 +86,8 @@ def write_summary(out_dir: Path | None = None) -> Path | None:
     for c in comparisons:
         seen = where[c.key]
         link = f"[{c.study}]({c.study}/report.md)"
-        also = f" (also {', '.join(seen[1:])})" if len(seen) > 1 else ""
+        others = [w for w in seen if w != f"{c.study}/{c.variant}"]
+        also = f" (also {', '.join(others)})" if others else ""
         rows.append(f"| {link} | {c.variant}{also} | {c.reference} | {c.n} | {render_md.effect(c)} | {render_md.verdict(c)} |")
     if rows:
         lines += ["", "| study | variant | reference | seeds | Δ | verdict |", "|---|---|---|---|---|---|", *rows]

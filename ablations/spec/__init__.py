@@ -6,9 +6,9 @@
     seeds: 3                  # default number of seeds (SEEDS=... overrides)
     overrides: {}             # optional: applied to every variant
     compare: {}               # optional: variant -> the variant it is measured against (default: baseline)
-    demo: true                # optional: false leaves it out of `make demo` (say, when it means TUNE=1)
-    metric: val_err1          # optional: the primary metric the verdicts use (final_val_err1 by
-                              # default; epochs_to_train_err for Figure 1 studies)
+    demo: false               # optional: true puts it in `make demo` (first_look.yaml is)
+    metric: test_err1         # optional: the primary metric the verdicts use (the test error by
+                              # default; val_err1; epochs_to_train_err for Figure 1 studies)
     smallest_effect: 0.01     # optional: δ, the smallest difference that matters (an error of 0.01 is
                               # 1 point; for epochs_to_train_err a ratio, e.g. 1.1); "equivalent"
                               # means no difference beyond ±δ
@@ -45,7 +45,7 @@ from core.errors import ConfigError
 
 KEYS = {"description", "profile", "baseline", "seeds", "overrides", "compare", "variants", "tune", "factors", "design", "demo", "metric", "smallest_effect"}
 METRICS = ("val_err1", "test_err1", "epochs_to_train_err")  # the primary metric a study's verdicts use
-DEFAULT_METRIC = "val_err1"  # test_err1 once every dataset has a held-out val split
+DEFAULT_METRIC = "test_err1"  # the test split, evaluated once at the end of each run (data.splits=train_val_test)
 DEFAULT_DELTA = {"val_err1": 0.01, "test_err1": 0.01, "epochs_to_train_err": 1.1}  # 1 point of error; a ratio of 1.1
 TUNE_KEYS = {"space", "budget", "seeds", "objective", "target", "per_variant", "search", "trials"}
 OBJECTIVES = ("val_err1", "epochs_to_train_err")
@@ -140,7 +140,7 @@ class Ablation:
     tune: Tune | None = None
     compare: dict[str, str] = field(default_factory=dict)  # variant -> its reference; the others: the baseline
     design: Design | None = None  # a factorial study: its variants are the design's cells
-    demo: bool = True  # false: `make demo` leaves it out
+    demo: bool = False  # true: `make demo` runs it
     metric: str = DEFAULT_METRIC  # the primary metric of the verdicts
     smallest_effect: float = 0.01  # δ: an error difference (fraction) or, for epochs_to_train_err, a ratio
 
@@ -204,7 +204,7 @@ def load_ablation(name: str, config_dir: Path | None = None) -> Ablation:
     bad = [f"{k}: {v}" for k, v in compare.items() if k not in variants or v not in variants or k == v] if isinstance(compare, dict) else [repr(compare)]
     if bad:
         raise ConfigError(f"{path}: 'compare' must map a variant to another variant it is measured against; not {', '.join(bad)}")
-    if not isinstance(raw.get("demo", True), bool):
+    if not isinstance(raw.get("demo", False), bool):
         raise ConfigError(f"{path}: 'demo' must be true or false (whether `make demo` runs it), not {raw['demo']!r}")
     metric = raw.get(
         "metric", "epochs_to_train_err" if (parse_tune(raw.get("tune"), str(path)) or Tune({}, {}, [])).objective == "epochs_to_train_err" else DEFAULT_METRIC
@@ -230,7 +230,7 @@ def load_ablation(name: str, config_dir: Path | None = None) -> Ablation:
         tune=parse_tune(raw.get("tune"), str(path)),
         compare={str(k): str(v) for k, v in compare.items()},
         design=design,
-        demo=raw.get("demo", True),
+        demo=raw.get("demo", False),
         metric=metric,
         smallest_effect=float(delta),
         path=path,
