@@ -24,7 +24,7 @@ def test_every_make_target_named_exists():
     targets = set(re.findall(r"^([a-z%-]+):", makefile, re.M))
     ablations = {p.stem for p in (CONFIG_DIR / "ablations").glob("*.yaml")}
     for name in set(re.findall(r"`make ([a-z][a-z0-9_-]*)", README)) | set(re.findall(r"^make ([a-z][a-z0-9_-]*)", README, re.M)):
-        for prefix in ("ablate-", "report-", "backfill-"):
+        for prefix in ("ablate-", "report-", "backfill-", "power-"):
             if name.startswith(prefix) and name != "ablate-all":
                 stem = name[len(prefix) :]
                 assert f"{prefix}%" in targets
