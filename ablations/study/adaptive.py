@@ -108,6 +108,9 @@ def train_rounds(study, parent_id: str, experiment_id: str, say: Callable[[str],
             return outcomes, True
         for o in more:
             values[o.spec.variant][o.spec.seed] = value(o, ab)
+        unreached = [o.spec.name for o in more if o.status in _RESULT and math.isnan(values[o.spec.variant][o.spec.seed])]
+        if unreached:  # the rounds use the paired t, not the report's censored model
+            say(f"note: {', '.join(unreached)} finished without a value of {ab.metric} (never reached the target): counted as failed seeds")
         r = next_round(values, ab.baseline, b, ab.compare, delta_of(ab), study=ab.name, metric=ab.metric)
         for line in summary(k, r, ratio):
             say(line)
