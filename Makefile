@@ -37,7 +37,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 help: ## list the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo
-	@echo "  variables: PROFILE=demo (smoke|demo|cifar|paper|tutorial; an ablation file may name its own)  SEEDS=3 or 0,1,2  GPUS=0  PARALLEL=1  DATA=shapes  ARGS=\"key=value ...\"  FORCE=1  TUNE=1  LAUNCHER=local|slurm  SLURM=\"key=value ...\"  NO_WAIT=1"
+	@echo "  variables: PROFILE=demo (smoke|demo|cifar|paper|tutorial; an ablation file may name its own)  SEEDS=3 or 0,1,2 or auto  GPUS=0  PARALLEL=1  DATA=shapes  ARGS=\"key=value ...\"  FORCE=1  TUNE=1  LAUNCHER=local|slurm  SLURM=\"key=value ...\"  NO_WAIT=1"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -70,7 +70,7 @@ summary: install ## per-layer table: make summary ARGS="model.arch=alexnet model
 ablations: install ## list the ablations with their descriptions
 	@$(PY) -m ablations.catalog
 
-ablate-%: install ## run one ablation study: make ablate-activation PROFILE=smoke SEEDS=2
+ablate-%: install ## run one ablation study: make ablate-activation PROFILE=smoke SEEDS=2 (SEEDS=auto: adaptive, in rounds)
 	$(PY) -m ablations.study $* $(STUDY_FLAGS)
 
 ablate-all: install ## run every ablation study in configs/ablations/
@@ -78,6 +78,9 @@ ablate-all: install ## run every ablation study in configs/ablations/
 
 report-%: install ## (re)write the report of the newest study: make report-activation
 	$(PY) -m ablations.report $*
+
+power-%: install ## seeds: per variant of the newest study, the effect its seeds detect and the seeds that settle ±δ: make power-dropout
+	$(PY) -m ablations.report.power $*
 
 backfill-%: install ## measure the clean training error of a study's runs that predate it: make backfill-dropout (PRECISE_BN=1: errors with BatchNorm's statistics recomputed)
 	$(PY) -m ablations.train.backfill $* $(if $(PRECISE_BN),--precise-bn)

@@ -3,7 +3,9 @@
     description: ReLU vs tanh (Figure 1)
     profile: cifar            # optional: the profile it is meant for (PROFILE=... overrides)
     baseline: relu            # the variant the others are compared with
-    seeds: 3                  # default number of seeds (SEEDS=... overrides)
+    seeds: 3                  # default number of seeds (SEEDS=... overrides); or adaptive seeds,
+                              # {min: 3, max: 10}: seeds added only where the verdict is still open
+                              # (ablations.study.adaptive; SEEDS=auto asks for it with these bounds)
     overrides: {}             # optional: applied to every variant
     compare: {}               # optional: variant -> the variant it is measured against (default: baseline)
     demo: false               # optional: true puts it in `make demo` (first_look.yaml is)
@@ -143,6 +145,7 @@ class Ablation:
     demo: bool = False  # true: `make demo` runs it
     metric: str = DEFAULT_METRIC  # the primary metric of the verdicts
     smallest_effect: float = 0.01  # δ: an error difference (fraction) or, for epochs_to_train_err, a ratio
+    seed_bounds: tuple[int, int] | None = None  # seeds: {min, max}: adaptive seeds by default, within these bounds
 
     def reference(self, variant: str) -> str:
         return self.compare.get(variant, self.baseline)
@@ -158,8 +161,21 @@ def available(config_dir: Path | None = None) -> list[str]:
     return sorted(p.stem for p in ablation_dir(config_dir).glob("*.yaml"))
 
 
+def parse_seed_bounds(value: Any, where: str) -> tuple[int, int]:
+    """`{min: 3, max: 10}` -> (3, 10): the bounds of adaptive seeds."""
+    ok = isinstance(value, dict) and set(value) == {"min", "max"} and all(isinstance(x, int) and not isinstance(x, bool) for x in value.values())
+    if not ok or not 1 <= value["min"] <= value["max"]:
+        raise ConfigError(
+            f"{where}: adaptive seeds are written seeds: {{min: 3, max: 10}} (two integers, 1 <= min <= max), not {value!r}; "
+            "or give a count (seeds: 3) or a list (seeds: [0, 1, 2])"
+        )
+    return int(value["min"]), int(value["max"])
+
+
 def parse_seeds(value: Any, where: str) -> list[int]:
     """`3` -> [0, 1, 2]; `[0, 4]` or "0,4" -> [0, 4]."""
+    if isinstance(value, str) and not value.replace(",", " ").replace(" ", "").lstrip("-").isdigit():
+        raise ConfigError(f"{where}: seeds must be a count (e.g. 3) or a list of integers (e.g. 0,1,2), not {value!r} (SEEDS=auto: `make ablate-NAME` only)")
     if isinstance(value, str):
         value = [int(s) for s in value.replace(",", " ").split()] if " " in value.strip() or "," in value else int(value)
     if isinstance(value, bool):
@@ -219,11 +235,13 @@ def load_ablation(name: str, config_dir: Path | None = None) -> Ablation:
     overrides = raw.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise ConfigError(f"{path}: 'overrides' must be a mapping of config keys")
+    raw_seeds = raw.get("seeds", 3)
+    bounds = parse_seed_bounds(raw_seeds, str(path)) if isinstance(raw_seeds, dict) else None
     return Ablation(
         name=name,
         description=str(raw.get("description", "")).strip(),
         baseline=str(baseline),
-        seeds=parse_seeds(raw.get("seeds", 3), str(path)),
+        seeds=list(range(bounds[0])) if bounds else parse_seeds(raw_seeds, str(path)),
         overrides=flatten(overrides),
         variants={str(k): flatten(v or {}) for k, v in variants.items()},
         profile=profile,
@@ -233,5 +251,6 @@ def load_ablation(name: str, config_dir: Path | None = None) -> Ablation:
         demo=raw.get("demo", False),
         metric=metric,
         smallest_effect=float(delta),
+        seed_bounds=bounds,
         path=path,
     )

@@ -1,6 +1,6 @@
 """Run an ablation study: every variant over several seeds, each in its own process.
 
-    python -m ablations.study NAME [--profile P] [--seeds 3|0,1,2] [--gpus N] [--parallel K]
+    python -m ablations.study NAME [--profile P] [--seeds 3|0,1,2|auto] [--gpus N] [--parallel K]
                               [--force] [--tune] [--launcher local|slurm] [--slurm "k=v ..."]
                               [--no-wait] [--config-dir DIR] [key=value ...]
 
@@ -9,6 +9,8 @@ one child run per variant and seed, named `<variant>-seed<k>`, nested under the
 parent. A (variant, seed) whose config already has a FINISHED run is skipped; an
 interrupted one resumes from its checkpoint into the same run. A failing run is
 marked FAILED with its reason and the others go on; the study then exits 1.
+With adaptive seeds (--seeds auto, or seeds: {min, max} in the file) the runs train in
+rounds (ablations.study.adaptive).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from ablations import tracking
 from ablations.spec import load_ablation, parse_seeds
-from ablations.study import launch, slurm, tuning
+from ablations.study import adaptive, launch, slurm, tuning
 from ablations.study.launch import Ended, LocalLauncher, reason
 from ablations.study.plan import RunSpec, claim, decide, expand, expand_tuning, run_tags
 from ablations.train import assemble
@@ -180,8 +182,10 @@ class Executor:
 class Study:
     def __init__(self, name: str, profile: str | None = None, args: list[str] | None = None, seeds: list[int] | None = None,
                  gpus: int = 0, parallel: int = 1, force: bool = False, config_dir: Path | None = None, launcher=None,
-                 tune: bool = False):  # fmt: skip
+                 tune: bool = False, auto: bool = False):  # fmt: skip
         self.ablation = load_ablation(name, config_dir)
+        self.adaptive = adaptive.bounds(self.ablation, seeds, auto, getattr(launcher, "no_wait", False))  # None: fixed seeds
+        seeds = adaptive.first_seeds(self.adaptive) if self.adaptive else seeds  # adaptive: round 1's
         self.profile = profile or self.ablation.profile  # the file's own, unless PROFILE says otherwise
         self.gpus, self.config_dir = gpus, config_dir
         self.args = list(args or [])
@@ -192,7 +196,7 @@ class Study:
         if tune and self.ablation.tune is None:
             raise ConfigError(f"ablation '{name}' has no tune: block to tune with; add one to {self.ablation.path} (README: Tuning) or leave TUNE unset")
         self.tune = self.ablation.tune if tune else None
-        self.run_args, self.seeds = run_args, seeds
+        self.run_args, self.seeds, self.tuned = run_args, seeds, {}
         self.runs = expand(self.ablation, self.profile, run_args, seeds, gpus, config_dir)
         self.tuning_runs: list[RunSpec] = []
         if self.tune:  # every candidate's config (the grid, or the ends of Optuna's ranges) is checked before anything runs
@@ -257,6 +261,8 @@ class Study:
 
     def run(self) -> int:
         params = {"seeds": ",".join(str(s) for s in sorted({r.seed for r in self.runs})), "variants": ",".join(dict.fromkeys(r.variant for r in self.runs))}
+        if self.adaptive:  # the report's reproduce line: SEEDS=auto
+            params["seeds"] = "auto"
         if self.args:  # the report's reproduce line repeats them
             params["overrides"] = " ".join(self.args)
         experiment_id, parent_id = tracking.create_study(self.ablation.name, self.ablation.description, self.profile or "", params)
@@ -277,16 +283,22 @@ class Study:
         tracking.set_tags(parent_id, {tracking.TUNED: str(bool(self.tune)).lower()})
         n, v = len(self.runs), len(self.ablation.variants)
         tuned = f", after {len(self.tuning_runs)} tuning runs" if self.tune and self.tune.search == "grid" else ", after tuning" if self.tune else ""
-        say(f"study '{self.ablation.name}': {n} runs ({v} variants x {n // v} seeds{tuned}), parent run {parent_id}, store {tracking.tracking_uri()}")
+        rounds = ", adaptive: more seeds in rounds where verdicts are open" if self.adaptive else ""
+        say(f"study '{self.ablation.name}': {n} runs ({v} variants x {n // v} seeds{tuned}{rounds}), parent run {parent_id}, store {tracking.tracking_uri()}")
         if self.ablation.design is not None:  # the design, and what it cannot tell apart, before anything runs
             say(f"design: {self.ablation.design.describe()}")
             for line in self.ablation.design.alias_lines():
                 say(f"  alias: {line}")
         interrupted = False
         if self.tune:
-            chosen, interrupted = self._tune(parent_id, experiment_id)
-            self.runs = expand(self.ablation, self.profile, self.run_args, self.seeds, self.gpus, self.config_dir, tuned=chosen)
-        outcomes, interrupted = ([], True) if interrupted else self.executor.run_all(self.runs, parent_id, experiment_id)
+            self.tuned, interrupted = self._tune(parent_id, experiment_id)
+            self.runs = expand(self.ablation, self.profile, self.run_args, self.seeds, self.gpus, self.config_dir, tuned=self.tuned)
+        if interrupted:
+            outcomes = []
+        elif self.adaptive:
+            outcomes, interrupted = adaptive.train_rounds(self, parent_id, experiment_id, say)
+        else:
+            outcomes, interrupted = self.executor.run_all(self.runs, parent_id, experiment_id)
         jobs = [] if interrupted else self.launcher.flush()
         counted = [o.run_id for o in outcomes if o.run_id]
         tracking.set_tags(parent_id, {tracking.CHILD_RUNS: ",".join(counted)})
@@ -333,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", help="a file in configs/ablations/ without .yaml")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides for every variant")
     parser.add_argument("--profile", default=None, help="default: the ablation file's `profile`, else demo")
-    parser.add_argument("--seeds", default=None, help="how many (3) or which (0,1,2)")
+    parser.add_argument("--seeds", default=None, help="how many (3), which (0,1,2), or auto (adaptive, within the file's seeds: {min, max}, else 3 to 10)")
     parser.add_argument("--gpus", type=int, default=0, help="GPUs per run (DDP when > 1)")
     parser.add_argument("--parallel", type=int, default=1, help="runs at the same time")
     parser.add_argument("--force", action="store_true", help="train every run again, even finished ones")
@@ -343,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-wait", action="store_true", help="with --launcher slurm: submit and return; make report-NAME once the jobs are done")
     parser.add_argument("--config-dir", type=Path, default=None, help="default: configs/ ($ABLATION_CONFIGS)")
     args = parser.parse_intermixed_args(argv)
-    seeds = parse_seeds(args.seeds, "SEEDS") if args.seeds else None
+    auto = (args.seeds or "").strip().lower() == "auto"
+    seeds = parse_seeds(args.seeds, "SEEDS") if args.seeds and not auto else None
     launcher = None
     if args.launcher == "slurm":
         if args.no_wait and args.tune:
@@ -355,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                 "and set MLFLOW_TRACKING_URI (README: Running on a SLURM cluster)")  # fmt: skip
     elif args.no_wait or args.slurm:
         raise ConfigError("NO_WAIT and SLURM=... go with LAUNCHER=slurm")
-    study = Study(args.name, args.profile, args.overrides, seeds, args.gpus, args.parallel, args.force, args.config_dir, launcher, tune=args.tune)
+    study = Study(args.name, args.profile, args.overrides, seeds, args.gpus, args.parallel, args.force, args.config_dir, launcher, tune=args.tune, auto=auto)
     study.preflight()
     return study.run()
 

@@ -40,6 +40,7 @@ TUNING = "tuning"  # "true" on a tuning run
 TUNE_PREFIX = "tune."  # a tuning run's candidate values: tags tune.<key> = str(value)
 TUNED = "tuned"  # on a parent: "true" when the study tuned its variants (their values: params tuned.<variant>.<key>)
 TUNING_RUNS = "tuning_runs"  # on a parent: its tuning runs' ids
+ADAPTIVE_SEEDS = "adaptive_seeds"  # on a parent whose seeds were adaptive: JSON {min, max, rule, looks}
 STUDIES = "studies"  # on a run: the parent runs of the studies that count it (it may have trained for an earlier one)
 SOURCE_NAME, SOURCE_TYPE, SOURCE_COMMIT = "mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit"  # the UI's Source column
 VIEW = "mlflow.sharedViewState."  # experiment tag prefix: a saved view of the runs page, opened by ?viewStateShareKey=<key>

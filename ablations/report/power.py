@@ -1,0 +1,138 @@
+"""Seed planning: per variant, what its seeds can detect, and about how many seeds settle ±δ.
+
+    python -m ablations.report.power NAME     # the newest study of that ablation (make power-NAME)
+
+Reads the study's finished runs from MLflow (a finished study, or a pilot with a few seeds), takes each
+run's value of the ablation's primary metric (`metric:` in its file: the final val_err1, or the log of the
+epochs to the target training error) and prints, per comparison, the seeds it has, the standard deviation
+of a per-seed difference as the study's model estimates it, the smallest effect those seeds find with 80%
+power, and the seeds needed to settle ±δ (δ: the file's `smallest_effect`) with 80% power
+(`ablations.analysis.seed_plan`). It trains nothing and writes nothing.
+
+Adaptive seeds (SEEDS=auto, `ablations.study.adaptive`) read the same values through `values_of`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from ablations import tracking
+from ablations.analysis import SeedPlan, seed_plan
+from ablations.analysis.records import TARGET_TRAIN_ERR, RunResult
+from ablations.report.read import read_run
+from ablations.spec import Ablation, load_ablation
+from core.errors import ConfigError
+
+Values = dict[str, dict[int, float]]  # variant -> seed -> value
+
+
+def metric_value(r: RunResult, metric: str, target: float = TARGET_TRAIN_ERR) -> float:
+    """A run's value of the primary metric, on the scale the verdicts use (lower is better):
+    an error as a fraction, or the log of the epochs to `target` (NaN: never reached it)."""
+    if metric == "epochs_to_train_err":
+        epochs = r.epochs_to(target)
+        return math.log(epochs) if epochs > 0 else math.nan
+    return r.final(metric)
+
+
+def delta_of(ablation: Ablation) -> float:
+    """δ on the verdicts' scale: the error difference, or the log of the time ratio."""
+    return math.log(ablation.smallest_effect) if ablation.metric == "epochs_to_train_err" else ablation.smallest_effect
+
+
+def values_of(results: list[RunResult], ablation: Ablation) -> Values:
+    """Per variant of the ablation (every one a key, baseline first), per seed, the primary metric."""
+    order = [ablation.baseline] + [v for v in ablation.variants if v != ablation.baseline]
+    out: Values = {v: {} for v in order}
+    for r in results:
+        if r.variant in out:
+            out[r.variant][r.seed] = metric_value(r, ablation.metric)
+    return out
+
+
+def finished_results(parent) -> list[RunResult]:
+    """A study's FINISHED runs (not its tuning runs), read into records."""
+    runs = [r for r in tracking.study_children(parent) if r.info.status == "FINISHED" and r.data.tags.get("aggregate") != "true"]
+    return [read_run(r) for r in runs if r.data.tags.get(tracking.TUNING) != "true"]
+
+
+def study_values(name: str, config_dir: Path | None = None) -> tuple[Ablation, Values, object]:
+    """The ablation, its newest study's values per variant and seed, and that study's parent run."""
+    ablation = load_ablation(name, config_dir)
+    parent = tracking.newest_study(name)
+    if parent is None:
+        raise ConfigError(f"no '{name}' study in {tracking.tracking_uri()}: run `make ablate-{name}` first (a pilot with SEEDS=2 or 3 will do)")
+    values = values_of(finished_results(parent), ablation)
+    studied = [v for v in parent.data.params.get("variants", "").split(",") if v]
+    if studied:  # a study run with fewer variants than the file now has: plan for those it ran
+        values = {v: per for v, per in values.items() if v in studied or v == ablation.baseline}
+    few = {v: sum(1 for x in per.values() if not math.isnan(x)) for v, per in values.items()}
+    few = {v: n for v, n in few.items() if n < 2}
+    if few:
+        listed = ", ".join(f"{v} ({n})" for v, n in few.items())
+        what = f"values of {ablation.metric}" + (" (runs that reached the target)" if ablation.metric == "epochs_to_train_err" else "")
+        raise ConfigError(
+            f"study {parent.info.run_name} of '{name}': seed planning needs at least 2 seeds with {what} per variant; "
+            f"{listed} has fewer: run `make ablate-{name} SEEDS=3` (finished seeds are skipped) and then `make power-{name}` again"
+        )
+    return ablation, values, parent
+
+
+def plan(name: str, config_dir: Path | None = None) -> tuple[Ablation, list[SeedPlan], object]:
+    ablation, values, parent = study_values(name, config_dir)
+    return ablation, seed_plan(values, ablation.baseline, ablation.compare, delta_of(ablation)), parent
+
+
+def _effect(x: float, ratio: bool) -> str:
+    if math.isnan(x):
+        return "—"
+    return f"×{math.exp(x):.3g}" if ratio else f"{100 * x:.2f} points"
+
+
+def render(ablation: Ablation, plans: list[SeedPlan], parent) -> str:
+    ratio = ablation.metric == "epochs_to_train_err"
+    what = f"log of the epochs to {TARGET_TRAIN_ERR:.0%} training error" if ratio else f"final {ablation.metric}"
+    delta = f"a ratio of {ablation.smallest_effect:g} either way" if ratio else f"±{100 * ablation.smallest_effect:g} points"
+    lines = [
+        f"seed plan for '{ablation.name}' from study {parent.info.run_name} ({parent.info.status}): primary metric {what}; δ = {delta}",
+        "",
+        "| variant | vs | seeds | sd of a per-seed Δ | detectable Δ at these seeds (80% power) | seeds for ±δ (80% power) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    notes = []
+    for p in plans:
+        sd = "—" if math.isnan(p.sd) else f"{p.sd:.3g} (log scale)" if ratio else f"{100 * p.sd:.2f} points"
+        detect = _effect(p.detectable, ratio)
+        if math.isnan(p.detectable):
+            detect = "— (no verdict yet: too few degrees of freedom)"
+        needed = str(p.seeds_needed) if p.seeds_needed is not None else "— (cannot tell)" if math.isnan(p.sd) else "over 10000"
+        lines.append(f"| {p.variant} | {p.reference} | {p.seeds} | {sd} | {detect} | {needed} |")
+        notes.append(f"{p.variant}: {p.method}")
+    lines += [
+        "",
+        "seeds for ±δ: the fewest with 80% power both to find a Δ of δ and to show equivalence within ±δ when Δ = 0, at the "
+        "comparison's Holm level (ablations.analysis.power; effects between 0 and δ can need more). Pilot sds are rough: "
+        "with few seeds the estimate itself is uncertain.",
+        *notes,
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", help="a file in configs/ablations/ without .yaml")
+    parser.add_argument("--config-dir", type=Path, default=None, help="default: configs/ ($ABLATION_CONFIGS)")
+    args = parser.parse_args(argv)
+    tracking.configure()
+    print(render(*plan(args.name, args.config_dir)))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from core.errors import run_command
+
+    sys.exit(run_command(main))
