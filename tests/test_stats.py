@@ -162,3 +162,17 @@ def test_errors_with_batchnorm_statistics_recomputed_get_their_own_comparison():
     assert "## With BatchNorm's statistics recomputed" in text
     # without the measurement the section is left out
     assert "recomputed" not in render("x", "", _study([_run("a", 0, [0.5], [0.6])], ["a"]), META, [], [])
+
+
+def test_an_adaptive_study_takes_its_verdicts_from_the_sequential_rule():
+    from ablations.analysis.sequential import SeedBounds, next_round
+
+    rng = np.random.default_rng(5)
+    base = {s: 0.30 + 0.02 * rng.standard_normal() for s in range(5)}
+    values = {"a": base, "b": {s: v + 0.05 + 0.003 * rng.standard_normal() for s, v in base.items()}}
+    results = [_run(v, s, [0.5, x], [0.6, 0.2]) for v, per in values.items() for s, x in per.items()]
+    result = analyse_study("x", results, ["a", "b"], "a", {}, "val_err1", 0.01, adaptive=SeedBounds(5, 8))
+    expected = next_round(values, "a", SeedBounds(5, 8), delta=0.01, study="x", metric="val_err1").comparisons[0]
+    got = result.primary.comparison("b")
+    assert (got.verdict, got.lo, got.hi) == (expected.verdict, expected.lo, expected.hi) and got.verdict is Verdict.WORSE
+    assert "adaptive seeds (5 to 8)" in result.primary.model and "O'Brien–Fleming" in result.primary.model

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from ablations.analysis.display import RateSummary, describe_rate
 from ablations.analysis.family import adjust
 from ablations.analysis.model import StudyAnalysis, VarianceCheck, fit_study
 from ablations.analysis.records import TARGET_TRAIN_ERR, RunResult
+from ablations.analysis.sequential import SeedBounds, next_round
 from ablations.analysis.stats import Stat, describe
 from ablations.analysis.verdicts import ALPHA, Comparison, compare
 
@@ -101,8 +102,18 @@ def _ratio(mine: Mapping[int, RunResult], theirs: Mapping[int, RunResult]) -> Ce
 
 
 def analyse_study(
-    name: str, results: list[RunResult], order: list[str], baseline: str, compare_to: Mapping[str, str] | None, metric: str, delta: float
+    name: str,
+    results: list[RunResult],
+    order: list[str],
+    baseline: str,
+    compare_to: Mapping[str, str] | None,
+    metric: str,
+    delta: float,
+    adaptive: SeedBounds | None = None,
 ) -> StudyResult:
+    """Per variant its figures; per comparison its verdict on `metric`. A study whose seeds were adaptive
+    (`adaptive`: its bounds) takes its verdicts from the group-sequential rule that chose the seeds
+    (`sequential.next_round`), not from a fixed-seed analysis of the same runs."""
     compare_to = dict(compare_to or {})
     if metric == "test_err1" and not any(r.test for r in results):
         metric = "val_err1"  # runs from before the test split (data.splits=train_val): their val split was the dataset's test split
@@ -145,6 +156,10 @@ def analyse_study(
     else:
         values = {v: {s: final_value(r, metric) for s, r in runs.items()} for v, runs in by_seed.items()}
         primary = fit_study(values, baseline, compare_to, delta, study=name, metric=metric)
+        if adaptive is not None:
+            final = next_round(values, baseline, adaptive, compare_to, delta, study=name, metric=metric)
+            primary = replace(primary, comparisons=final.comparisons, model=f"adaptive seeds ({adaptive.min} to {adaptive.max}): {final.rule}",
+                              family_rule="as the adaptive rule says (Holm across comparisons, each rejection's α passed on)")  # fmt: skip
     precise = None
     if any(r.precise_bn for r in results):
         values = {v: _per_seed(runs, lambda r: r.precise_bn.get(PRECISE_BN_VAL_ERR, math.nan)) for v, runs in by_seed.items()}

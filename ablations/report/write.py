@@ -18,6 +18,7 @@ from pathlib import Path
 from ablations import tracking
 from ablations.analysis import tuning
 from ablations.analysis.records import TARGET_TRAIN_ERR, RunResult
+from ablations.analysis.sequential import SeedBounds
 from ablations.analysis.study import StudyResult, analyse_study
 from ablations.report import factorial, plots
 from ablations.report import render as render_md
@@ -54,6 +55,7 @@ def collect(name: str, parent_id: str | None = None) -> tuple[list[RunResult], d
         "seeds": params.get("seeds", ""),
         "tuned": parent.data.tags.get(tracking.TUNED) == "true",
         "link": _link(parent),
+        "adaptive": json.loads(parent.data.tags[tracking.ADAPTIVE_SEEDS]) if tracking.ADAPTIVE_SEEDS in parent.data.tags else None,
     }
     return [read_run(r) for r in runs], meta
 
@@ -170,7 +172,9 @@ def write_report(name: str, parent_id: str | None = None, config_dir: Path | Non
     order += sorted({r.variant for r in results} - set(order))
     baseline = baseline if baseline in order else order[0]
     order = [baseline] + [v for v in order if v != baseline]
-    result = analyse_study(name, results, order, baseline, compare, metric, delta)
+    adaptive = meta["adaptive"]
+    bounds = SeedBounds(adaptive["min"], adaptive["max"]) if adaptive else None
+    result = analyse_study(name, results, order, baseline, compare, metric, delta, adaptive=bounds)
     files = _plots(results, result, order, folder, name)
     tuning_lines: list[str] = []
     if meta["tuned"] and tune is not None:
