@@ -6,7 +6,7 @@ From the link the study prints: its runs grouped by variant, each run's seed and
 val_err1 (as the store holds them) and its dataset; in Chart view each variant's mean
 curve over seeds, with a band. The same view reached from `python -m ablations.browse`'s
 link and, by clicking, from the UI's home page. The study's HTML report in the artifact
-viewer. The browser steps are those of `python -m tools.screenshots`, which takes the
+viewer. The browser steps are the page object in tests/infra/mlflow_ui.py, which `python -m tools.screenshots` takes too for the
 README's screenshots."""
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import pytest
 from PIL import Image
 
 from core.paths import ROOT
-from tools.mlflow_server import MlflowServer, run_smoke_study
-from tools.screenshots import (
+from tests.infra.mlflow_ui import (
     DATASET,
     RUN_NAME,
     browser,
@@ -42,6 +41,7 @@ from tools.screenshots import (
     tag_col,
     ui_number,
 )
+from tools.mlflow_server import MlflowServer, run_smoke_study
 
 pytestmark = pytest.mark.skipif(chromium_path() is None, reason="no Chromium binary (Debian: apt-get install chromium); .ci/run installs it")
 
