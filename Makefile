@@ -88,7 +88,7 @@ migrate: install ## once, for a store written before neutral values: recompute e
 demo: install ## the main job, offline: every ablation on synthetic shapes, reports, summary (about 7 min on 2 CPU cores)
 	$(PY) -m ablations.demo $(if $(SEEDS),--seeds "$(SEEDS)") --parallel $(if $(filter command line,$(origin PARALLEL)),$(PARALLEL),2) $(if $(FORCE),--force) $(ARGS)
 
-ui: install ## the MLflow UI over the studies' store on http://127.0.0.1:5000 (HOST=, PORT= to change); prints each study's link
+ui: install ## the MLflow UI over the studies' store on http://127.0.0.1:5000 (HOST=, PORT= to change); first prints the clicks to each study (docs/mlflow.md) and its link
 	@MLFLOW_UI_URL=http://$(HOST):$(PORT) $(PY) -m ablations.browse
 	$(VENV)/bin/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host $(HOST) --port $(PORT)
 
@@ -102,7 +102,7 @@ bench: install ## throughput of the suite vs a bare PyTorch loop, logging cost, 
 gpu-check: install ## on a CUDA machine: paper AlexNet in bf16, channels_last, a few hundred steps
 	$(PY) -m tools.gpu_check
 
-screenshots: install ## MLflow UI screenshots of a fresh smoke study in headless Chromium -> docs/img/ (needs chromium)
+screenshots: install ## MLflow UI screenshots of a fresh smoke study, clicked as make ui says, in headless Chromium -> docs/img/ (needs chromium)
 	$(PY) -m tools.screenshots $(ARGS)
 
 clean: ## remove the local store, checkpoints, reports and caches (not .venv)

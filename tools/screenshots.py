@@ -1,22 +1,26 @@
 """Screenshots of the MLflow UI over a finished study, taken by a real headless Chromium
 that comes to it as a new user would: a fresh browser profile (no stored UI settings),
-the link the study prints, and clicks.
+the address and the clicks that `make ui` prints (python -m ablations.browse).
 
     python -m tools.screenshots [--study activation] [--seeds 3] [--out docs/img]
                                     [--store URI] [--workdir DIR] [--chromium PATH]
 
 By default it runs a fresh smoke study (`--profile smoke`) against its own
 `mlflow server` (SQLite + proxied artifacts in a temporary folder, a free port on
-127.0.0.1) and opens the link that study prints, so the pictures never depend on
-what is in your store. With `--store sqlite:///mlflow.db` (or `--store
-http://127.0.0.1:5000` for a running `make server`) it serves (or uses) that store
-instead and shows its newest study of that name. It writes
+127.0.0.1), so the pictures never depend on what is in your store. With `--store
+sqlite:///mlflow.db` (or `--store http://127.0.0.1:5000` for a running `make server`)
+it serves (or uses) that store instead and shows its newest study of that name. It
+writes, for docs/mlflow.md,
 
-    docs/img/mlflow_runs.png           the study's link: its runs grouped by variant
+    docs/img/mlflow_overview.png       a new browser that clicks the experiment at once:
+                                       the GenAI "Overview" (no runs)
+    docs/img/mlflow_home.png           the home page after clicking "Model training"
+    docs/img/mlflow_views.png          the experiment's runs page, its "Views" menu open
+    docs/img/mlflow_runs.png           the study's view: its runs grouped by variant
                                        (each group's average over seeds), with the
                                        variant, seed and error columns
-    docs/img/mlflow_chart.png          the same view in Chart mode: each variant's
-                                       mean curve over seeds with a min-max band
+    docs/img/mlflow_chart.png          the same view in Chart mode: the errors first,
+                                       each variant's mean curve with a min-max band
     docs/img/mlflow_report.png         the study's HTML report (report/report.html,
                                        an artifact of its parent run) in the UI's
                                        artifact viewer
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,14 +50,15 @@ from tests.infra.mlflow_ui import (
     ReportView,
     RunsTable,
     StudyRuns,
+    UiSteps,
     browser,
     chromium_path,
+    follow_ui_steps,
     new_page,
     open_report,
-    open_study,
-    printed_links,
+    overview_without_switch,
+    read_ui_steps,
     show_chart,
-    study_link,
     study_runs,
 )
 from tools.mlflow_server import MlflowServer, run_smoke_study
@@ -64,28 +70,37 @@ DOCS_IMG = ROOT / "docs" / "img"
 @dataclass
 class Captured:
     runs: StudyRuns
-    runs_png: Path
-    chart_png: Path
-    report_png: Path
+    shots: dict[str, Path]
+    steps: list[str]  # the clicks taken from the home page
     table: RunsTable
     report: ReportView
 
 
-def capture(base_url: str, study: str, out_dir: Path, link: str | None = None, chromium: str | None = None) -> Captured:
-    """The screenshots of the newest study `study` on the server at base_url, from its link
-    (the one the study printed; else built as the study builds it)."""
+def ui_steps(base_url: str) -> UiSteps:
+    """What `make ui` prints first for the store behind base_url."""
+    env = dict(os.environ) | {"MLFLOW_TRACKING_URI": base_url}
+    done = subprocess.run([sys.executable, "-m", "ablations.browse"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"python -m ablations.browse exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return read_ui_steps(done.stdout)
+
+
+def capture(base_url: str, study: str, out_dir: Path, chromium: str | None = None) -> Captured:
+    """The screenshots of the newest study `study` on the server at base_url, reached by
+    the clicks `make ui` prints, each from a new browser profile."""
     runs = study_runs(base_url, study)
-    link = link or study_link(base_url, runs)
-    out_dir = Path(out_dir)
-    shots = out_dir / "mlflow_runs.png", out_dir / "mlflow_chart.png", out_dir / "mlflow_report.png"
+    steps = ui_steps(base_url)
+    shots = {k: Path(out_dir) / f"mlflow_{k}.png" for k in ("overview", "home", "views", "runs", "chart", "report")}
     with browser(chromium) as b:
-        with new_page(b, 1700, 720) as page:
-            table = open_study(page, link, runs.variants, shots[0])
+        with new_page(b, 1700, 760) as page:
+            overview_without_switch(page, steps.address, study, shots["overview"])
+        with new_page(b, 1700, 760) as page:
+            taken, table = follow_ui_steps(page, steps, study, runs.variants, {k: shots[k] for k in ("home", "views", "runs")})
             page.set_viewport_size({"width": 1700, "height": 1150})
-            show_chart(page, shots[1], search="val_")
+            show_chart(page, shots["chart"])
         with new_page(b, 1600, 1000) as page:
-            report = open_report(page, base_url, runs, screenshot=shots[2])
-    return Captured(runs, *shots, table, report)
+            report = open_report(page, base_url, runs, screenshot=shots["report"])
+    return Captured(runs, shots, taken, table, report)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,15 +144,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"starting mlflow server on {server.url} ({server.backend_store_uri})", flush=True)
             server.start()
             base_url = server.url
-        link = None
         if not args.store:
             print(f"running a smoke study '{args.study}' with {args.seeds} seeds against {base_url} ...", flush=True)
             t0 = time.time()
-            done = run_smoke_study(base_url, args.study, args.seeds, workdir)
-            link = printed_links(done.stdout)[0]
-            print(f"  done in {time.time() - t0:.0f} s; it printed {link}", flush=True)
+            run_smoke_study(base_url, args.study, args.seeds, workdir)
+            print(f"  done in {time.time() - t0:.0f} s", flush=True)
         t0 = time.time()
-        shots = capture(base_url, args.study, args.out, link, args.chromium)
+        shots = capture(base_url, args.study, args.out, args.chromium)
         plot = args.out / "report_train_error.png"
         from mlflow import MlflowClient
 
@@ -145,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         local = MlflowClient(tracking_uri=base_url).download_artifacts(shots.runs.parent_id, "report/train_error.png", str(workdir))
         shutil.copy(local, plot)
         print(f"study run {shots.runs.parent_name} with {len(shots.runs.children)} runs; browser {time.time() - t0:.0f} s")
-        for path in (shots.runs_png, shots.chart_png, shots.report_png, plot):
+        print("clicked: " + " -> ".join(shots.steps))
+        for path in (*shots.shots.values(), plot):
             print(f"wrote {path}")
     except (RuntimeError, LookupError, TimeoutError, OSError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)

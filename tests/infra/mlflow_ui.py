@@ -23,7 +23,7 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrom
 TIMEOUT_MS = 45_000  # one UI step (a page load, a chart); generous: the UI is slow on a busy 2-core machine
 
 # the study's command prints these two lines (ablations/study.py)
-STUDY_LINK = re.compile(r"browse it: make ui, then open (\S+)")
+STUDY_LINK = re.compile(r"browse it: make ui, then click .*; or open (\S+)")
 CHART_LINK = re.compile(r"mean curves over seeds: (\S+)\)")
 
 
@@ -84,12 +84,6 @@ def study_runs(base_url: str, study: str) -> StudyRuns:
     return StudyRuns(exp.experiment_id, parent, sorted(children, key=run_name), view_name)
 
 
-def study_link(base_url: str, runs: StudyRuns, chart: bool = False) -> str:
-    """The link a study prints (ablations.tracking.study_link): its saved view, model-training view."""
-    link = f"{base_url}/#/experiments/{runs.experiment_id}/runs?viewStateShareKey={runs.parent_id}&workflowType=machine_learning"
-    return link + ("&compareRunsMode=CHART" if chart else "")
-
-
 def printed_links(stdout: str) -> tuple[str, str]:
     """(the runs link, the chart link) that `python -m ablations.study` printed."""
     runs, chart = STUDY_LINK.search(stdout), CHART_LINK.search(stdout)
@@ -130,6 +124,21 @@ def ui_number(x: float) -> str:
         return format(Decimal(text), "f")
     mantissa, exponent = text.split("e")
     return f"{mantissa}e{'+' if int(exponent) > 0 else '-'}{abs(int(exponent))}"
+
+
+def ui_duration(ms: int) -> str:
+    """A run's duration as the runs table prints it (MLflow's Utils.formatDuration, its divisions
+    in its order; JavaScript's toFixed(1) rounds the double's exact value, a tie up)."""
+    from decimal import ROUND_HALF_UP
+
+    if ms < 500:
+        return f"{ms}ms"
+    value, unit = ms / 1e3, "s"
+    for limit, divisor, next_unit in ((6e4, 60, "min"), (36e5, 60, "h"), (864e5, 24, "d")):
+        if ms < limit:
+            break
+        value, unit = value / divisor, next_unit
+    return f"{Decimal(value).quantize(Decimal('0.1'), ROUND_HALF_UP)}{unit}"
 
 
 # ---------------------------------------------------------------------- browser
@@ -324,35 +333,74 @@ def show_column(page, label: str, variants: list[str]) -> RunsTable:
     return read_table(page)
 
 
-def open_from_home(page, base_url: str, experiment: str, view_name: str, variants: list[str], screenshot: Path | None = None) -> tuple[list[str], RunsTable]:
-    """From the UI's home page to a study's grouped runs by clicking: the side bar's "Model
-    training" switch, the experiment in "Recent Experiments", "Views", the study's view.
-    Returns (the steps taken, the table)."""
-    steps = [f"open {base_url}/"]
-    page.goto(base_url + "/")
+@dataclass
+class UiSteps:
+    """What `make ui` prints first (python -m ablations.browse): the UI's address, the labels
+    its steps say to click, and per experiment its newest study's view and direct link."""
+
+    address: str
+    switch: str  # step 2's label: the mode switch ("Model training")
+    views: str  # step 4's label: the saved views menu ("Views")
+    views_of: dict[str, str]  # experiment -> the name of its newest study's view
+    links: dict[str, str]  # experiment -> the link straight to that view
+    text: str
+
+
+def read_ui_steps(stdout: str) -> UiSteps:
+    steps = dict(re.findall(r"^ {2}(\d+)\. (.*)$", stdout, re.M))
+    studies = re.findall(r'^ {2}(\S+) +"([^"]+)" +(\S+)$', stdout, re.M)
+    try:
+        address = steps["1"].removeprefix("open ").strip()
+        switch, views = (re.search(r'"([^"]+)"', steps[k]).group(1) for k in ("2", "4"))
+    except (KeyError, AttributeError):
+        raise LookupError(f'make ui printed no steps to follow (1. open ..., 2. click "...", 4. click "..."):\n{stdout}') from None
+    return UiSteps(address.rstrip("/"), switch, views, {e: v for e, v, _ in studies}, {e: link for e, _, link in studies}, stdout)
+
+
+def follow_ui_steps(page, steps: UiSteps, experiment: str, variants: list[str], shots: dict[str, Path] | None = None) -> tuple[list[str], RunsTable]:
+    """What `make ui` says, click by click, from the home page: the mode switch's label, the
+    experiment, the views menu's label, the study's view. No link is typed but the address;
+    nothing is stored beforehand. Screenshots at "home" (after the switch), "views" (the menu
+    open) and "runs" (the view), where shots names them. Returns (the steps taken, the table)."""
+    shots = shots or {}
+    taken = [f"open {steps.address}"]
+    page.goto(steps.address + "/")
     experiment_link = page.get_by_role("link", name=experiment, exact=True).first
     experiment_link.wait_for()
-    page.get_by_text("Model training", exact=True).first.click()
-    steps.append('click "Model training" (the side bar switch; the UI starts in GenAI mode)')
-    page.get_by_role("link", name=experiment, exact=True).first.click()
-    steps.append(f'click the experiment "{experiment}" (Recent Experiments)')
-    views = page.get_by_test_id("saved-views-trigger")
+    page.get_by_text(steps.switch, exact=True).first.click()
+    taken.append(f'click "{steps.switch}"')
+    page.wait_for_timeout(500)
+    _shot(page, shots.get("home"))
+    experiment_link.click()
+    taken.append(f'click "{experiment}"')
     try:
-        views.wait_for(timeout=15_000)
-    except Exception:  # landed on the GenAI overview after all: switch to model training there
-        dismiss_tips(page)
-        page.get_by_text("Model training", exact=True).first.click()
-        steps.append('click "Model training" (on the experiment page)')
-        views.wait_for()
-    views.click()
-    steps.append('click "Views"')
-    page.get_by_role("menuitem").filter(has_text=view_name).first.click()
-    steps.append(f'click the view "{view_name}"')
+        page.wait_for_url(re.compile(r"/experiments/\d+/runs"), timeout=20_000)
+    except Exception:
+        raise AssertionError(f"after {' -> '.join(taken)} the UI shows {page.url}, not the experiment's runs") from None
+    page.locator(".ag-row[row-id]").first.wait_for()  # the runs page as it opens: the parent runs
+    page.get_by_role("button", name=steps.views, exact=True).click()
+    taken.append(f'click "{steps.views}"')
+    item = page.get_by_role("menuitem").filter(has_text=steps.views_of[experiment]).first
+    item.wait_for()
+    _shot(page, shots.get("views"))
+    item.click()
+    taken.append(f'click "{steps.views_of[experiment]}"')
     wait_for_groups(page, variants)
     close_assistant(page)
     table = read_table(page)
+    _shot(page, shots.get("runs"))
+    return taken, table
+
+
+def overview_without_switch(page, address: str, experiment: str, screenshot: Path | None = None) -> str:
+    """A new browser that clicks the experiment on the home page without the switch: where it lands (URL)."""
+    page.goto(address + "/")
+    page.get_by_role("link", name=experiment, exact=True).first.click()
+    page.wait_for_url(re.compile(r"/experiments/\d+/"))
+    page.get_by_text("Overview", exact=True).first.wait_for()
+    page.wait_for_timeout(1500)
     _shot(page, screenshot)
-    return steps, table
+    return page.url
 
 
 # ---------------------------------------------------------------------- charts
@@ -394,6 +442,13 @@ def show_chart(page, screenshot: Path | None = None, search: str | None = None) 
     if screenshot is not None:
         page.wait_for_timeout(1500)  # the charts draw after their data
         _shot(page, screenshot)
+
+
+def chart_titles(page) -> list[str]:
+    """The titles (metric names) of Chart view's charts in the order shown, the first section's first."""
+    cards = page.get_by_test_id("experiment-view-compare-runs-card")
+    cards.first.locator("h4").wait_for()
+    return cards.locator("h4").evaluate_all("hs => hs.map(h => h.getAttribute('title') || h.textContent.trim())")
 
 
 def chart_data(page, metric: str) -> dict[str, Curve]:
