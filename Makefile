@@ -37,7 +37,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 help: ## list the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo
-	@echo "  variables: PROFILE=demo (smoke|demo|cifar|paper|tutorial; an ablation file may name its own)  SEEDS=3 or 0,1,2 or auto  GPUS=0  PARALLEL=1  DATA=shapes  ARGS=\"key=value ...\"  FORCE=1  TUNE=1  LAUNCHER=local|slurm  SLURM=\"key=value ...\"  NO_WAIT=1"
+	@echo "  variables: PROFILE=demo (smoke|demo|cifar|paper|tutorial; an ablation file may name its own)  SEEDS=3 or 0,1,2  GPUS=0  PARALLEL=1  DATA=shapes  ARGS=\"key=value ...\"  FORCE=1  TUNE=1  LAUNCHER=local|slurm  SLURM=\"key=value ...\"  NO_WAIT=1"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,12 +65,12 @@ train: install ## train one model: make train ARGS="model.activation=tanh"
 	$(PY) -m ablations.train --profile $(or $(PROFILE),demo) $(if $(DATA),data.name=$(DATA)) $(ARGS)
 
 summary: install ## per-layer table: make summary ARGS="model.arch=alexnet model.num_classes=1000"
-	$(PY) -m ablations.train.summary $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATA),data.name=$(DATA)) $(ARGS)
+	$(PY) -m ablations.summary $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATA),data.name=$(DATA)) $(ARGS)
 
 ablations: install ## list the ablations with their descriptions
 	@$(PY) -m ablations.catalog
 
-ablate-%: install ## run one ablation study: make ablate-activation PROFILE=smoke SEEDS=2 (SEEDS=auto: adaptive, in rounds)
+ablate-%: install ## run one ablation study: make ablate-activation PROFILE=smoke SEEDS=2
 	$(PY) -m ablations.study $* $(STUDY_FLAGS)
 
 ablate-all: install ## run every ablation study in configs/ablations/
@@ -79,19 +79,16 @@ ablate-all: install ## run every ablation study in configs/ablations/
 report-%: install ## (re)write the report of the newest study: make report-activation
 	$(PY) -m ablations.report $*
 
-power-%: install ## seeds: per variant of the newest study, the effect its seeds detect and the seeds that settle ±δ: make power-dropout
-	$(PY) -m ablations.report.power $*
-
 backfill-%: install ## measure the clean training error of a study's runs that predate it: make backfill-dropout (PRECISE_BN=1: errors with BatchNorm's statistics recomputed)
-	$(PY) -m ablations.train.backfill $* $(if $(PRECISE_BN),--precise-bn)
+	$(PY) -m ablations.backfill $* $(if $(PRECISE_BN),--precise-bn)
 
 migrate: install ## once, for a store written before neutral values: recompute every run's config_hash from its params
-	$(PY) -m ablations.study.migrate
+	$(PY) -m ablations.migrate
 
 demo: install ## the main job, offline: every ablation on synthetic shapes, reports, summary (about 7 min on 2 CPU cores)
 	$(PY) -m ablations.demo $(if $(SEEDS),--seeds "$(SEEDS)") --parallel $(if $(filter command line,$(origin PARALLEL)),$(PARALLEL),2) $(if $(FORCE),--force) $(ARGS)
 
-ui: install ## the MLflow UI over the studies' store on http://127.0.0.1:5000 (HOST=, PORT= to change); prints each study's link
+ui: install ## the MLflow UI over the studies' store on http://127.0.0.1:5000 (HOST=, PORT= to change); first prints the clicks to each study (docs/mlflow.md) and its link
 	@MLFLOW_UI_URL=http://$(HOST):$(PORT) $(PY) -m ablations.tracking.browse
 	$(VENV)/bin/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host $(HOST) --port $(PORT)
 
@@ -105,8 +102,8 @@ bench: install ## throughput of the suite vs a bare PyTorch loop, logging cost, 
 gpu-check: install ## on a CUDA machine: paper AlexNet in bf16, channels_last, a few hundred steps
 	$(PY) -m tools.gpu_check
 
-screenshots: install ## MLflow UI screenshots of a fresh smoke study in headless Chromium -> docs/img/ (needs chromium)
-	$(PY) -m tools.screenshots $(ARGS)
+screenshots: install ## MLflow UI screenshots of a fresh smoke study, clicked as make ui says, in headless Chromium -> docs/img/ (needs chromium)
+	$(PY) -m tests.infra.screenshots $(ARGS)
 
 clean: ## remove the local store, checkpoints, reports and caches (not .venv)
 	rm -rf mlflow.db mlruns mlartifacts checkpoints reports/*/ reports/summary.md .pytest_cache

@@ -32,7 +32,7 @@ def backend_store(tmp_path):
     """The tracking server's backend store: a real PostgreSQL server started for the
     test, or where PostgreSQL cannot run, a SQLite file (the browser test serves SQLite
     too, so each backend is covered where it can run)."""
-    from tools.postgres_server import PostgresServer, available
+    from tests.infra.postgres_server import PostgresServer, available
 
     reason = available()
     if reason:

@@ -127,17 +127,28 @@ class MlflowServer:
 
 
 def run_smoke_study(
-    tracking_uri: str, study: str = "activation", seeds: int = 2, workdir: Path | None = None, timeout: float = 900, extra: tuple[str, ...] = ()
+    tracking_uri: str,
+    study: str = "activation",
+    seeds: int = 2,
+    workdir: Path | None = None,
+    timeout: float = 900,
+    extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """`python -m ablations.study STUDY --profile smoke --seeds N` into tracking_uri,
-    with its checkpoints and report under workdir; raises if it fails."""
+    with its checkpoints and report under workdir (and env added to its environment,
+    e.g. ABLATION_CONFIGS); raises if it fails."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="ablation-screens-"))
-    env = dict(os.environ) | {
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "ABLATION_CHECKPOINTS": str(workdir / "checkpoints"),
-        "ABLATION_REPORTS": str(workdir / "reports"),
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = (
+        dict(os.environ)
+        | (env or {})
+        | {
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "ABLATION_CHECKPOINTS": str(workdir / "checkpoints"),
+            "ABLATION_REPORTS": str(workdir / "reports"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     cmd = [sys.executable, "-m", "ablations.study", study, "--profile", "smoke", "--seeds", str(seeds), *extra]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:

@@ -264,11 +264,12 @@ CLAIM_TTL_S = 600  # a run a study created but has not started a process for yet
 
 def alive(run) -> bool:
     """Whether a RUNNING run's local training process still exists. A run created by a
-    study that has not started its process yet is a claim, alive for CLAIM_TTL_S; a
+    study that has not started its process yet (or is copying it) is a claim, alive for CLAIM_TTL_S; a
     process on another host cannot be checked from here and counts as alive."""
     tags = run.data.tags
-    if tracking.LAUNCHER not in tags:
-        return time.time() - run.info.start_time / 1000 < CLAIM_TTL_S
+    if tracking.LAUNCHER not in tags:  # a copy in progress counts from when it was copied (it has its source's start time)
+        since = float(tags.get(tracking.COPIED_AT) or run.info.start_time / 1000)
+        return time.time() - since < CLAIM_TTL_S
     if tags.get(HOST_TAG) != HOST:
         return tags.get(HOST_TAG) is not None
     try:

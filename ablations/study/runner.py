@@ -303,7 +303,8 @@ class Study:
         counted = [o.run_id for o in outcomes if o.run_id]
         tracking.set_tags(parent_id, {tracking.CHILD_RUNS: ",".join(counted)})
         tracking.add_to_study(counted, parent_id)
-        view = tracking.save_study_view(experiment_id, parent_id, f"{self.ablation.name} study {parent_id[:8]}")
+        view_name = f"{self.ablation.name} study {parent_id[:8]}"  # what the UI lists under "Views"
+        view = tracking.save_study_view(experiment_id, parent_id, view_name)
         if interrupted:
             tracking.finish(parent_id, "KILLED")
             say(f"study '{self.ablation.name}' interrupted; run the same command again to resume it")
@@ -323,7 +324,8 @@ class Study:
             report_ok = False
         tracking.finish(parent_id, "FINISHED" if report_ok and not failed else "FAILED")
         _say_outcomes(self.ablation.name, outcomes, failed)
-        say(f"browse it: make ui, then open {tracking.study_link(experiment_id, view)}")
+        clicks = f'"{tracking.SWITCH}" (top left), {self.ablation.name}, "{tracking.VIEWS}", "{view_name}"'
+        say(f"browse it: make ui, then click {clicks}; or open {tracking.study_link(experiment_id, view)}")
         say(f"  (its variants' mean curves over seeds: {tracking.study_link(experiment_id, view, chart=True)})")
         return 0 if report_ok and not failed else EXIT_FAILED
 

@@ -33,6 +33,7 @@ CONFIG_HASH = "config_hash"
 GIT_COMMIT = "git_commit"
 CHILD_RUNS = "child_runs"  # on the parent: the runs its report reads
 REUSED_FROM = "reused_from"  # a copied run: the run that trained it
+COPIED_AT = "copied_at"  # a copied run: when it was copied (Unix time; it keeps its source's start and end times)
 FAILURE = "failure_reason"
 DIVERGED = "diverged"
 LAUNCHER = "launcher"  # how the run's process was started, and the launcher's handle on it
@@ -152,8 +153,8 @@ def _artifact_location(name: str) -> str | None:
     return None if db is None else (db.parent / "mlruns" / name).resolve().as_uri()
 
 
-def create_run(experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
-    return retry(client().create_run, experiment_id, tags=tags, run_name=run_name).info.run_id
+def create_run(experiment_id: str, run_name: str, tags: dict[str, str], start_time: int | None = None) -> str:
+    return retry(client().create_run, experiment_id, start_time=start_time, tags=tags, run_name=run_name).info.run_id
 
 
 def get_run(run_id: str):
@@ -182,8 +183,8 @@ def set_running(run_id: str) -> None:
     retry(client().update_run, run_id, status="RUNNING")
 
 
-def finish(run_id: str, status: str = "FINISHED") -> None:
-    retry(client().set_terminated, run_id, status)
+def finish(run_id: str, status: str = "FINISHED", end_time: int | None = None) -> None:
+    retry(client().set_terminated, run_id, status, end_time=end_time)
 
 
 def mark_ended(run_id: str, status: str, reason: str, only_if_running: bool = True) -> bool:
@@ -219,14 +220,21 @@ def finished_elsewhere(config_hash: str):
 
 
 def copy_run(source_id: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
-    """Records a finished run of an identical config in another study: params, the full
-    metric histories and the artifacts (not the checkpoint), with tag reused_from."""
+    """Records a finished run of an identical config in another study: params, dataset inputs,
+    the full metric histories and the artifacts (not the checkpoint), with tag reused_from. The copy
+    keeps its source's start and end times, so the UI's Duration is the time the source
+    trained, and its description starts with where it comes from."""
     from mlflow.entities import Metric
 
     c = client()
     source = get_run(source_id)
-    run_id = create_run(experiment_id, run_name, tags | {REUSED_FROM: source_id})
+    origin = retry(c.get_experiment, source.info.experiment_id).name
+    note = f"reused from {source.info.run_name} (run {source_id[:8]}…, experiment {origin}; identical config, not retrained)"
+    tags = tags | {REUSED_FROM: source_id, COPIED_AT: str(int(time.time())), NOTE: f"{note}: {tags[NOTE]}" if tags.get(NOTE) else note}
+    run_id = create_run(experiment_id, run_name, tags, start_time=source.info.start_time)
     log_params(run_id, source.data.params)
+    if source.inputs and source.inputs.dataset_inputs:  # its data (the UI's Dataset column)
+        retry(c.log_inputs, run_id, source.inputs.dataset_inputs)
     metrics = [Metric(m.key, m.value, m.timestamp, m.step) for key in source.data.metrics for m in retry(c.get_metric_history, source_id, key)]
     for i in range(0, len(metrics), 1000):
         retry(c.log_batch, run_id, metrics=metrics[i : i + 1000])
@@ -235,23 +243,30 @@ def copy_run(source_id: str, experiment_id: str, run_name: str, tags: dict[str, 
             if item.path == "checkpoints":
                 continue  # large, and kept with the source run
             log_artifact(run_id, c.download_artifacts(source_id, item.path, tmp))
-    finish(run_id)
+    finish(run_id, end_time=source.info.end_time)
     return run_id
 
 
+# A new browser opens the MLflow UI (3.17) in its GenAI mode, where an experiment opens on a GenAI
+# "Overview"; the switch at the top left picks the mode (the browser remembers it). `make ui` prints the steps.
+SWITCH, VIEWS = "Model training", "Views"  # the labels a person clicks
+UI_HINT = f'Runs by variant: switch to "{SWITCH}" (top left), then "{VIEWS}" (top right) and the study.'  # plain: lists show it raw
 HOW_TO_READ = (
-    "Each study is a parent run (tag study=true) with one nested run per variant and seed (`<variant>-seed<k>`): "
-    "expand the parent to see them. The link each study prints (and its report gives) opens its runs grouped by "
-    "variant, with the variant, seed and error columns; in Chart view each variant is its mean over seeds with a "
-    "min-max band. The study's report, with its statistics, is an artifact of the parent run (report/report.html)."
+    "Each study is a parent run (tag study=true) with one nested run per variant and seed (`<variant>-seed<k>`). "
+    f'Its view (under "{VIEWS}"; the link each study prints and its report gives opens it too) shows its runs grouped by '
+    "variant, with the variant, seed and error columns; in Chart view, which starts with the errors, each variant is its "
+    "mean over seeds with a min-max band. A run reused from another study (identical config, not retrained) says so in "
+    "its description and keeps that run's times. The study's report, with its statistics, is an artifact of the parent "
+    "run (report/report.html)."
 )
 
 
 def create_study(ablation: str, description: str, profile: str, params: dict[str, str]) -> tuple[str, str]:
     """A study's parent run in the ablation's experiment: (experiment id, parent run id). The
-    experiment gets the ablation's description and how to read it (the UI shows it above the runs)."""
+    experiment gets the ablation's description and how to read it, after a line that says how to reach the
+    runs (the UI shows the description's first line above the runs, and above a GenAI "Overview")."""
     exp = experiment_id(ablation)
-    retry(client().set_experiment_tag, exp, NOTE, f"{description}\n\n{HOW_TO_READ}" if description else HOW_TO_READ)
+    retry(client().set_experiment_tag, exp, NOTE, "\n\n".join(filter(None, [UI_HINT, description, HOW_TO_READ])))
     tags = {ABLATION: ablation, STUDY: "true", PROFILE: profile, GIT_COMMIT: git_commit(), NOTE: description}
     tags |= source_tags(f"ablations.study {ablation}")
     parent = create_run(exp, f"{ablation}-{time.strftime('%Y%m%d-%H%M%S')}", tags)
@@ -268,10 +283,30 @@ def add_to_study(run_ids: Iterable[str], parent_id: str) -> None:
             set_tags(run_id, {STUDIES: ",".join(filter(None, [studies, parent_id]))})
 
 
+LEADING_CHARTS = ("val_err1", "test_err1", "val_err5", "test_err5", "train_err1", CLEAN_TRAIN_ERR)  # Chart view: the errors first
+# a line chart's fields as the UI generates them (MLflow 3.17), less its metric, uuid and section
+_LINE_CHART = {"type": "LINE", "runsCountToCompare": 10, "deleted": False, "isGenerated": True, "lineSmoothness": 0, "xAxisScaleType": "linear",
+               "scaleType": "linear", "range": {}, "xAxisKey": "step", "selectedXAxisMetricKey": "", "yAxisKey": "metric", "yAxisExpressions": [],
+               "ignoreOutliers": False, "useGlobalXaxisKey": True, "useGlobalLineSmoothing": True}  # fmt: skip
+
+
+def _leading_charts() -> dict[str, Any]:
+    """A saved view's Chart view: a line chart per metric of LEADING_CHARTS, in that order, in the
+    "Model metrics" section marked reordered, so that the UI appends the other metrics after them
+    (unmarked, it files them in alphabetically: epoch_time_s and lr first). A chart of a metric
+    that no run has is hidden (hideEmptyCharts)."""
+    charts = [_LINE_CHART | {"uuid": f"study-{k}", "metricSectionId": "study-model", "metricKey": k, "displayName": k} for k in LEADING_CHARTS]
+    sections = [{"uuid": f"study-{k}", "name": f"{k.title()} metrics", "display": True, "isReordered": k == "model"} for k in ("model", "system")]
+    return {"compareRunCharts": charts, "compareRunSections": sections, "isAccordionReordered": False}
+
+
 def save_study_view(experiment_id: str, parent_id: str, name: str) -> str:
     """A saved view of the experiment's runs page showing this study: its runs, grouped by
     variant (the group's mean over seeds, and a min-max band in Chart view), with the
-    variant, seed and error columns. Returns the key that ?viewStateShareKey= opens."""
+    variant, seed and error columns, and in Chart view the errors first. The UI lists it
+    under "Views" on the experiment's runs page; ?viewStateShareKey=<key> opens it too.
+    Returns the key. The view is an experiment tag in the UI's own format (MLflow 3.17;
+    tests/test_browser.py checks that the UI still reads it)."""
     columns = ["tags.`variant`", "tags.`seed`", "metrics.`val_err1`", "metrics.`train_err1`", f"metrics.`{CLEAN_TRAIN_ERR}`", "attributes.`Description`"]
     state = {
         "searchFilter": f"tags.{STUDIES} LIKE '%{parent_id}%'",
@@ -285,11 +320,16 @@ def save_study_view(experiment_id: str, parent_id: str, name: str) -> str:
         "useGroupedValuesInCharts": True,
         "runsHiddenMode": "SHOW_ALL",
         "hideEmptyCharts": True,
-    }
+    } | _leading_charts()
     now = int(time.time() * 1000)
     view = {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
     retry(client().set_experiment_tag, experiment_id, VIEW + parent_id, json.dumps(view))
     return parent_id
+
+
+def view_name(view: str) -> str:
+    """A saved view's name (from its experiment tag's value), as the UI lists it under "Views"."""
+    return json.loads(view).get("name", "")
 
 
 def ui_url() -> str:

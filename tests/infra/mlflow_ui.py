@@ -1,60 +1,29 @@
-"""Screenshots of the MLflow UI over a finished study, taken by a real headless Chromium
-that comes to it as a new user would: a fresh browser profile (no stored UI settings),
-the link the study prints, and clicks.
+"""The MLflow UI's page object for the browser test and `make screenshots`: a headless
+system Chromium (driven by playwright; it never downloads a browser) with a fresh profile
+per page, as a new user comes to the UI, and the steps such a user takes and reads: the
+runs table, Chart view, the report in the artifact viewer. Also the study as the server
+holds it (read with MlflowClient), the truth the pages are checked against.
 
-    python -m tools.screenshots [--study activation] [--seeds 3] [--out docs/img]
-                                    [--store URI] [--workdir DIR] [--chromium PATH]
-
-By default it runs a fresh smoke study (`--profile smoke`) against its own
-`mlflow server` (SQLite + proxied artifacts in a temporary folder, a free port on
-127.0.0.1) and opens the link that study prints, so the pictures never depend on
-what is in your store. With `--store sqlite:///mlflow.db` (or `--store
-http://127.0.0.1:5000` for a running `make server`) it serves (or uses) that store
-instead and shows its newest study of that name. It writes
-
-    docs/img/mlflow_runs.png           the study's link: its runs grouped by variant
-                                       (each group's average over seeds), with the
-                                       variant, seed and error columns
-    docs/img/mlflow_chart.png          the same view in Chart mode: each variant's
-                                       mean curve over seeds with a min-max band
-    docs/img/mlflow_report.png         the study's HTML report (report/report.html,
-                                       an artifact of its parent run) in the UI's
-                                       artifact viewer
-    docs/img/report_train_error.png    the report's train-error plot (an artifact
-                                       of the parent run, downloaded from the server)
-
-Needs Chromium (Debian: `apt-get install chromium`) and the `playwright` Python
-package (`pip install -e '.[test]'`); playwright only drives the system browser,
-it never downloads one. `make screenshots` runs this. The browser steps here
-(open_study, show_column, show_chart, chart_data, open_from_home, open_report) are
-the ones tests/test_browser.py takes and checks.
-"""
+Needs Chromium (Debian: `apt-get install chromium`) and the `playwright` Python package
+(`pip install -e '.[test]'`)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import os
 import re
 import shutil
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from core.paths import ROOT
-from tools.mlflow_server import MlflowServer, run_smoke_study
-
-DOCS_IMG = ROOT / "docs" / "img"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 TIMEOUT_MS = 45_000  # one UI step (a page load, a chart); generous: the UI is slow on a busy 2-core machine
 
-# the study's command prints these two lines (ablations/study/runner.py)
-STUDY_LINK = re.compile(r"browse it: make ui, then open (\S+)")
+# the study's command prints these two lines (ablations/study.py)
+STUDY_LINK = re.compile(r"browse it: make ui, then click .*; or open (\S+)")
 CHART_LINK = re.compile(r"mean curves over seeds: (\S+)\)")
 
 
@@ -115,12 +84,6 @@ def study_runs(base_url: str, study: str) -> StudyRuns:
     return StudyRuns(exp.experiment_id, parent, sorted(children, key=run_name), view_name)
 
 
-def study_link(base_url: str, runs: StudyRuns, chart: bool = False) -> str:
-    """The link a study prints (ablations.tracking.study_link): its saved view, model-training view."""
-    link = f"{base_url}/#/experiments/{runs.experiment_id}/runs?viewStateShareKey={runs.parent_id}&workflowType=machine_learning"
-    return link + ("&compareRunsMode=CHART" if chart else "")
-
-
 def printed_links(stdout: str) -> tuple[str, str]:
     """(the runs link, the chart link) that `python -m ablations.study` printed."""
     runs, chart = STUDY_LINK.search(stdout), CHART_LINK.search(stdout)
@@ -161,6 +124,21 @@ def ui_number(x: float) -> str:
         return format(Decimal(text), "f")
     mantissa, exponent = text.split("e")
     return f"{mantissa}e{'+' if int(exponent) > 0 else '-'}{abs(int(exponent))}"
+
+
+def ui_duration(ms: int) -> str:
+    """A run's duration as the runs table prints it (MLflow's Utils.formatDuration, its divisions
+    in its order; JavaScript's toFixed(1) rounds the double's exact value, a tie up)."""
+    from decimal import ROUND_HALF_UP
+
+    if ms < 500:
+        return f"{ms}ms"
+    value, unit = ms / 1e3, "s"
+    for limit, divisor, next_unit in ((6e4, 60, "min"), (36e5, 60, "h"), (864e5, 24, "d")):
+        if ms < limit:
+            break
+        value, unit = value / divisor, next_unit
+    return f"{Decimal(value).quantize(Decimal('0.1'), ROUND_HALF_UP)}{unit}"
 
 
 # ---------------------------------------------------------------------- browser
@@ -355,35 +333,74 @@ def show_column(page, label: str, variants: list[str]) -> RunsTable:
     return read_table(page)
 
 
-def open_from_home(page, base_url: str, experiment: str, view_name: str, variants: list[str], screenshot: Path | None = None) -> tuple[list[str], RunsTable]:
-    """From the UI's home page to a study's grouped runs by clicking: the side bar's "Model
-    training" switch, the experiment in "Recent Experiments", "Views", the study's view.
-    Returns (the steps taken, the table)."""
-    steps = [f"open {base_url}/"]
-    page.goto(base_url + "/")
+@dataclass
+class UiSteps:
+    """What `make ui` prints first (python -m ablations.tracking.browse): the UI's address, the labels
+    its steps say to click, and per experiment its newest study's view and direct link."""
+
+    address: str
+    switch: str  # step 2's label: the mode switch ("Model training")
+    views: str  # step 4's label: the saved views menu ("Views")
+    views_of: dict[str, str]  # experiment -> the name of its newest study's view
+    links: dict[str, str]  # experiment -> the link straight to that view
+    text: str
+
+
+def read_ui_steps(stdout: str) -> UiSteps:
+    steps = dict(re.findall(r"^ {2}(\d+)\. (.*)$", stdout, re.M))
+    studies = re.findall(r'^ {2}(\S+) +"([^"]+)" +(\S+)$', stdout, re.M)
+    try:
+        address = steps["1"].removeprefix("open ").strip()
+        switch, views = (re.search(r'"([^"]+)"', steps[k]).group(1) for k in ("2", "4"))
+    except (KeyError, AttributeError):
+        raise LookupError(f'make ui printed no steps to follow (1. open ..., 2. click "...", 4. click "..."):\n{stdout}') from None
+    return UiSteps(address.rstrip("/"), switch, views, {e: v for e, v, _ in studies}, {e: link for e, _, link in studies}, stdout)
+
+
+def follow_ui_steps(page, steps: UiSteps, experiment: str, variants: list[str], shots: dict[str, Path] | None = None) -> tuple[list[str], RunsTable]:
+    """What `make ui` says, click by click, from the home page: the mode switch's label, the
+    experiment, the views menu's label, the study's view. No link is typed but the address;
+    nothing is stored beforehand. Screenshots at "home" (after the switch), "views" (the menu
+    open) and "runs" (the view), where shots names them. Returns (the steps taken, the table)."""
+    shots = shots or {}
+    taken = [f"open {steps.address}"]
+    page.goto(steps.address + "/")
     experiment_link = page.get_by_role("link", name=experiment, exact=True).first
     experiment_link.wait_for()
-    page.get_by_text("Model training", exact=True).first.click()
-    steps.append('click "Model training" (the side bar switch; the UI starts in GenAI mode)')
-    page.get_by_role("link", name=experiment, exact=True).first.click()
-    steps.append(f'click the experiment "{experiment}" (Recent Experiments)')
-    views = page.get_by_test_id("saved-views-trigger")
+    page.get_by_text(steps.switch, exact=True).first.click()
+    taken.append(f'click "{steps.switch}"')
+    page.wait_for_timeout(500)
+    _shot(page, shots.get("home"))
+    experiment_link.click()
+    taken.append(f'click "{experiment}"')
     try:
-        views.wait_for(timeout=15_000)
-    except Exception:  # landed on the GenAI overview after all: switch to model training there
-        dismiss_tips(page)
-        page.get_by_text("Model training", exact=True).first.click()
-        steps.append('click "Model training" (on the experiment page)')
-        views.wait_for()
-    views.click()
-    steps.append('click "Views"')
-    page.get_by_role("menuitem").filter(has_text=view_name).first.click()
-    steps.append(f'click the view "{view_name}"')
+        page.wait_for_url(re.compile(r"/experiments/\d+/runs"), timeout=20_000)
+    except Exception:
+        raise AssertionError(f"after {' -> '.join(taken)} the UI shows {page.url}, not the experiment's runs") from None
+    page.locator(".ag-row[row-id]").first.wait_for()  # the runs page as it opens: the parent runs
+    page.get_by_role("button", name=steps.views, exact=True).click()
+    taken.append(f'click "{steps.views}"')
+    item = page.get_by_role("menuitem").filter(has_text=steps.views_of[experiment]).first
+    item.wait_for()
+    _shot(page, shots.get("views"))
+    item.click()
+    taken.append(f'click "{steps.views_of[experiment]}"')
     wait_for_groups(page, variants)
     close_assistant(page)
     table = read_table(page)
+    _shot(page, shots.get("runs"))
+    return taken, table
+
+
+def overview_without_switch(page, address: str, experiment: str, screenshot: Path | None = None) -> str:
+    """A new browser that clicks the experiment on the home page without the switch: where it lands (URL)."""
+    page.goto(address + "/")
+    page.get_by_role("link", name=experiment, exact=True).first.click()
+    page.wait_for_url(re.compile(r"/experiments/\d+/"))
+    page.get_by_text("Overview", exact=True).first.wait_for()
+    page.wait_for_timeout(1500)
     _shot(page, screenshot)
-    return steps, table
+    return page.url
 
 
 # ---------------------------------------------------------------------- charts
@@ -425,6 +442,13 @@ def show_chart(page, screenshot: Path | None = None, search: str | None = None) 
     if screenshot is not None:
         page.wait_for_timeout(1500)  # the charts draw after their data
         _shot(page, screenshot)
+
+
+def chart_titles(page) -> list[str]:
+    """The titles (metric names) of Chart view's charts in the order shown, the first section's first."""
+    cards = page.get_by_test_id("experiment-view-compare-runs-card")
+    cards.first.locator("h4").wait_for()
+    return cards.locator("h4").evaluate_all("hs => hs.map(h => h.getAttribute('title') || h.textContent.trim())")
 
 
 def chart_data(page, metric: str) -> dict[str, Curve]:
@@ -494,105 +518,3 @@ def open_report(page, base_url: str, runs: StudyRuns, artifact: str = "report/re
         visible[row[0]] = frame.get_by_role("cell", name=row[0], exact=True).first.is_visible()
     _shot(page, screenshot)
     return ReportView(page.url, title, rows, visible)
-
-
-# ---------------------------------------------------------------------- the command
-@dataclass
-class Captured:
-    runs: StudyRuns
-    runs_png: Path
-    chart_png: Path
-    report_png: Path
-    table: RunsTable
-    report: ReportView
-
-
-def capture(base_url: str, study: str, out_dir: Path, link: str | None = None, chromium: str | None = None) -> Captured:
-    """The screenshots of the newest study `study` on the server at base_url, from its link
-    (the one the study printed; else built as the study builds it)."""
-    runs = study_runs(base_url, study)
-    link = link or study_link(base_url, runs)
-    out_dir = Path(out_dir)
-    shots = out_dir / "mlflow_runs.png", out_dir / "mlflow_chart.png", out_dir / "mlflow_report.png"
-    with browser(chromium) as b:
-        with new_page(b, 1700, 720) as page:
-            table = open_study(page, link, runs.variants, shots[0])
-            page.set_viewport_size({"width": 1700, "height": 1150})
-            show_chart(page, shots[1], search="val_")
-        with new_page(b, 1600, 1000) as page:
-            report = open_report(page, base_url, runs, screenshot=shots[2])
-    return Captured(runs, *shots, table, report)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--study", default="activation", help="the ablation to show (default activation)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds of the fresh smoke study (default 3)")
-    parser.add_argument(
-        "--store", default=None, help="use this store instead of a fresh smoke study: sqlite:///mlflow.db, or a running server http://host:port"
-    )
-    parser.add_argument(
-        "--artifacts",
-        type=Path,
-        default=None,
-        help="with a --store sqlite:///...: the artifact folder its server wrote (e.g. mlartifacts for `make server`'s mlflow-server.db)",
-    )
-    parser.add_argument("--out", type=Path, default=DOCS_IMG, help="where the PNGs go (default docs/img)")
-    parser.add_argument(
-        "--workdir", type=Path, default=None, help="keep the fresh study's store, server log and report here (default: a temporary folder, removed)"
-    )
-    parser.add_argument("--chromium", default=None, help="the Chromium binary (default: chromium on PATH, or $CHROMIUM)")
-    args = parser.parse_intermixed_args(argv)
-
-    if chromium_path(args.chromium) is None:
-        print("error: no Chromium found; install it (Debian: apt-get install chromium) or pass --chromium PATH", file=sys.stderr)
-        return 2
-    tmp = None
-    workdir = args.workdir
-    if workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="ablation-screens-")
-        workdir = Path(tmp.name)
-    workdir.mkdir(parents=True, exist_ok=True)
-    server: MlflowServer | None = None
-    try:
-        if args.store and args.store.startswith(("http://", "https://")):
-            base_url = args.store.rstrip("/")
-        else:
-            if args.store:
-                server = MlflowServer(args.store, artifacts_dir=args.artifacts and args.artifacts.resolve(), log_path=workdir / "server.log")
-            else:
-                server = MlflowServer(f"sqlite:///{workdir / 'mlflow.db'}", artifacts_dir=workdir / "mlartifacts", log_path=workdir / "server.log")
-            print(f"starting mlflow server on {server.url} ({server.backend_store_uri})", flush=True)
-            server.start()
-            base_url = server.url
-        link = None
-        if not args.store:
-            print(f"running a smoke study '{args.study}' with {args.seeds} seeds against {base_url} ...", flush=True)
-            t0 = time.time()
-            done = run_smoke_study(base_url, args.study, args.seeds, workdir)
-            link = printed_links(done.stdout)[0]
-            print(f"  done in {time.time() - t0:.0f} s; it printed {link}", flush=True)
-        t0 = time.time()
-        shots = capture(base_url, args.study, args.out, link, args.chromium)
-        plot = args.out / "report_train_error.png"
-        from mlflow import MlflowClient
-
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        local = MlflowClient(tracking_uri=base_url).download_artifacts(shots.runs.parent_id, "report/train_error.png", str(workdir))
-        shutil.copy(local, plot)
-        print(f"study run {shots.runs.parent_name} with {len(shots.runs.children)} runs; browser {time.time() - t0:.0f} s")
-        for path in (shots.runs_png, shots.chart_png, shots.report_png, plot):
-            print(f"wrote {path}")
-    except (RuntimeError, LookupError, TimeoutError, OSError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        if server is not None:
-            server.stop()
-        if tmp is not None:
-            tmp.cleanup()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""A throwaway real PostgreSQL server for tests and tools: a fresh cluster (initdb) in a
+"""A throwaway real PostgreSQL server for tests: a fresh cluster (initdb) in a
 temporary folder, on 127.0.0.1 and a free port, one database in it, stopped and removed
 afterwards. Run as root, the server runs as the `postgres` system user (PostgreSQL
 refuses to run as root). Standard library only; MLflow reaches it through `uri`, which
