@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if summary is not None:
         print("\n" + summary.read_text())
     reports = paths.reports_dir()
+    reports.mkdir(parents=True, exist_ok=True)
     (reports / "demo_time.txt").write_text(
         f"{minutes:.1f} minutes wall time for `make demo` ({', '.join(names)}, seeds {seeds or 'as the files say'}, parallel {args.parallel})\n"
     )
