@@ -1,4 +1,4 @@
-"""Studies on a real single-node SLURM cluster (tools/slurm_cluster.sh starts slurmctld,
+"""Studies on a real single-node SLURM cluster (tests/infra/slurm_cluster.sh starts slurmctld,
 slurmd and munged for the session): one job per run, scancel and resume, pre-emption
 with requeue, and two study processes at once training each run once. Skipped, with the
 reason, where SLURM cannot run (not root, or slurm-wlm and munge not installed)."""
@@ -20,7 +20,7 @@ from tests.helpers import client, history, run_cli, show, study
 
 pytestmark = pytest.mark.xdist_group("slurm")  # one cluster (a module fixture), in one test worker
 
-SCRIPT = ROOT / "tools" / "slurm_cluster.sh"
+SCRIPT = ROOT / "tests" / "infra" / "slurm_cluster.sh"
 SMALL = ["cpus_per_task=1", "mem_gb=1"]
 
 
