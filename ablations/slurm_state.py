@@ -39,7 +39,7 @@ def _call(args: list[str], timeout: float = 20) -> subprocess.CompletedProcess |
 class Seen:
     state: str  # squeue's state (PENDING, RUNNING, CANCELLED, ...), or GONE
     reason: str  # squeue's reason ("Resources", "PartitionConfig", "None")
-    poll: int  # which squeue call said so
+    at: float  # when squeue said so (time.monotonic)
 
 
 class Queue:
@@ -50,7 +50,7 @@ class Queue:
         self.poll_s = poll_s
         self._jobs: set[str] = set()
         self._seen: dict[str, Seen] = {}
-        self._polls, self._at, self.error = 0, -math.inf, ""
+        self._at, self.error = -math.inf, ""
         self._lock = threading.Lock()
 
     def watch(self, job: str) -> None:
@@ -80,13 +80,12 @@ class Queue:
             self.error = out.stderr.strip() if out is not None else "squeue did not answer within 20 s"
             self._seen = {}
             return
-        self._polls += 1
         self.error = ""
-        seen = {job: Seen(GONE, "", self._polls) for job in jobs}  # not listed: the scheduler forgot it
+        seen = {job: Seen(GONE, "", self._at) for job in jobs}  # not listed: the scheduler forgot it
         for line in out.stdout.splitlines() if out.returncode == 0 else []:
             job, state, reason = (line.split("|") + ["", ""])[:3]
             if job.strip() in seen:
-                seen[job.strip()] = Seen(state.strip(), reason.strip(), self._polls)
+                seen[job.strip()] = Seen(state.strip(), reason.strip(), self._at)
         self._seen = seen
 
 
@@ -189,14 +188,14 @@ class Fate:
 class Follower:
     """One job's fate, asked again and again (`check`) while the study waits: None while it is
     queued or running. An end (an ended state, or gone from the queue) and a pending reason
-    that does not clear by itself count once a second squeue call confirms them: a requeue
+    that does not clear by itself count once squeue still says so `poll_s` later: a requeue
     passes through ended states, and a result file may reach a shared filesystem late."""
 
     def __init__(self, job: str, result: Path, log: Path, queue: Queue, say: Callable[[str], None], say_pending_s: float):
         self.job, self.result, self.log, self.queue, self.say = job, result, log, queue, say
         self.say_pending_s = say_pending_s
-        self._ended_at: int | None = None  # the poll that first saw it ended
-        self._never_at: int | None = None  # the poll that first saw it pending for good
+        self._ended_at: float | None = None  # when squeue first said it ended
+        self._never_at: float | None = None  # when squeue first said it is pending for good
         self._beyond: tuple[Request, Node] | None = None
         self._sized = False
         self._since = self._said = time.monotonic()
@@ -213,8 +212,8 @@ class Follower:
                 self.say(f"slurm job {self.job}: squeue does not answer ({self.queue.error}); still waiting")
             return None
         if seen.state in ENDED:
-            self._ended_at = seen.poll if self._ended_at is None else self._ended_at
-            return self._ended(seen) if seen.poll > self._ended_at else None
+            self._ended_at = seen.at if self._ended_at is None else self._ended_at
+            return self._ended(seen) if seen.at - self._ended_at >= self.queue.poll_s else None
         self._ended_at = None
         self._last = seen
         if seen.state != "PENDING":
@@ -227,8 +226,8 @@ class Follower:
             if req and fitting and not any(n.fits(req) for n in fitting):
                 self._beyond = (req, largest(fitting))
         if self._beyond or seen.reason.split(",")[0] in NEVER:
-            self._never_at = seen.poll if self._never_at is None else self._never_at
-            if seen.poll > self._never_at:
+            self._never_at = seen.at if self._never_at is None else self._never_at
+            if seen.at - self._never_at >= self.queue.poll_s:
                 return self._never(seen)
         elif now - self._said >= self.say_pending_s:
             self._said = now

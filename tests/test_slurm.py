@@ -261,7 +261,7 @@ class _Watched:
 def node_busy(cluster):
     """A job that holds every CPU of the node: the study's jobs wait (Resources, Priority) behind it."""
     job = subprocess.run(
-        ["sbatch", "--parsable", "--exclusive", "-o", "/dev/null", "--wrap", "sleep 600"], capture_output=True, text=True, check=True
+        ["sbatch", "--parsable", "--exclusive", "--mem=100M", "-o", "/dev/null", "--wrap", "sleep 600"], capture_output=True, text=True, check=True
     ).stdout.strip()
     deadline = time.time() + 60
     while subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip() != "RUNNING":
