@@ -255,7 +255,7 @@ class Follower:
         started = self.log.exists()
         what = "it never started" if not started else "its log says how far it got"
         if state == GONE:
-            why = (f"slurm job {self.job} left the queue without a result ({last}; squeue no longer knows it and accounting is off): "
+            why = (f"slurm job {self.job} left the queue without a result ({last}; squeue no longer knows it and sacct cannot say): "
                    f"cancelled from outside, a node failure, or its node could not start it; {what}")  # fmt: skip
             return Fate("FAILED", why)
         status = "KILLED" if state.startswith("CANCELLED") else "FAILED"
