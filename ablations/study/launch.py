@@ -38,6 +38,7 @@ class Ended:
     tail: str  # its last lines of output
     where: str = ""  # where its whole log is, when it is kept
     submitted: bool = False  # handed to a cluster's queue, not waited for
+    refused: bool = False  # the cluster can never run it as asked (too large for every node): the study exits 2
 
 
 def follow(log: Path, running: Callable[[], bool], poll_s: float = 0.2) -> Iterator[str]:

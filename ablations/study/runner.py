@@ -16,12 +16,13 @@ rounds (ablations.study.adaptive).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import queue
 import signal
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +33,11 @@ from ablations.study import adaptive, launch, slurm, tuning
 from ablations.study.launch import Ended, LocalLauncher, reason
 from ablations.study.plan import RunSpec, claim, decide, expand, expand_tuning, run_tags
 from ablations.train import assemble
-from core.errors import EXIT_FAILED, EXIT_INTERRUPTED, ConfigError, run_command
+from core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, run_command
 
 _print_lock = threading.Lock()
 _DONE = ("FINISHED", "SKIPPED", "REUSED", "BUSY", "FAILED")  # outcomes whose run has a result (a loss, for FAILED)
+STOP_GRACE_S = 20  # after Ctrl-C or SIGTERM, how long the study waits for its runs to be marked KILLED
 
 
 def say(line: str) -> None:
@@ -78,6 +80,7 @@ class Outcome:
     run_id: str
     status: str  # FINISHED, SKIPPED, REUSED, BUSY, SUBMITTED, FAILED, KILLED
     reason: str = ""
+    refused: bool = False  # the cluster can never run it as asked
 
 
 class Executor:
@@ -158,22 +161,49 @@ class Executor:
         if "NonFiniteLoss" in why:
             tracking.set_tags(run_id, {tracking.DIVERGED: "true"})
         say(f"{status.lower():6} {spec.name}: {why.splitlines()[-1] if why else ''}")
-        return Outcome(spec, run_id, status, why)
+        return Outcome(spec, run_id, status, why, ended.refused)
 
     def run_all(self, specs: list[RunSpec], parent_id: str, experiment_id: str) -> tuple[list[Outcome], bool]:
-        """Every run in `specs`, `slots` at a time; on Ctrl-C or SIGTERM the running ones are stopped."""
+        """Every run in `specs`, `slots` at a time; on Ctrl-C or SIGTERM the running ones are stopped.
+        The runs go on daemon threads that the study never joins without a time limit: a
+        thread still waiting on its job or the store cannot keep the process alive."""
+        todo: queue.SimpleQueue[RunSpec | None] = queue.SimpleQueue()
+        done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        busy: dict[int, RunSpec] = {}  # thread ident -> the spec it runs
+
+        def worker() -> None:
+            while (spec := todo.get()) is not None:
+                busy[threading.get_ident()] = spec
+                done.put(self.guarded(spec, parent_id, experiment_id))
+                busy.pop(threading.get_ident(), None)  # after its outcome is in `done`
+
+        for spec in specs:
+            todo.put(spec)
+        for _ in range(min(self.launcher.slots, len(specs))):
+            todo.put(None)
+            threading.Thread(target=worker, name="study-run", daemon=True).start()
         outcomes: list[Outcome] = []
-        with _sigterm_as_ctrl_c(), ThreadPoolExecutor(max_workers=self.launcher.slots) as pool:
-            pending = {pool.submit(self.guarded, spec, parent_id, experiment_id) for spec in specs}
+        with _sigterm_as_ctrl_c():
             try:
-                while pending:
-                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                    outcomes += [f.result() for f in done]
+                while len(outcomes) < len(specs):
+                    with contextlib.suppress(queue.Empty):
+                        outcomes.append(done.get(timeout=0.5))
             except KeyboardInterrupt:
                 self.stopping = True
-                for f in pending:
-                    f.cancel()
-                self.launcher.stop()
+                with contextlib.suppress(queue.Empty):  # the runs not started yet are not started
+                    while True:
+                        todo.get_nowait()
+                for _ in range(self.launcher.slots):
+                    todo.put(None)
+                with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C skips the wait below
+                    self.launcher.stop()
+                    deadline = time.monotonic() + STOP_GRACE_S
+                    while busy and time.monotonic() < deadline:
+                        with contextlib.suppress(queue.Empty):
+                            outcomes.append(done.get(timeout=0.2))
+                while not done.empty():
+                    outcomes.append(done.get())
+                outcomes += [Outcome(spec, "", "KILLED", f"study interrupted; its run did not stop within {STOP_GRACE_S} s") for spec in list(busy.values())]
                 return outcomes, True
         order = {id(spec): i for i, spec in enumerate(specs)}
         return sorted(outcomes, key=lambda o: order[id(o.spec)]), False
@@ -327,6 +357,8 @@ class Study:
         clicks = f'"{tracking.SWITCH}" (top left), {self.ablation.name}, "{tracking.VIEWS}", "{view_name}"'
         say(f"browse it: make ui, then click {clicks}; or open {tracking.study_link(experiment_id, view)}")
         say(f"  (its variants' mean curves over seeds: {tracking.study_link(experiment_id, view, chart=True)})")
+        if any(o.refused for o in failed):  # the input must change: the cluster can never run these runs as asked
+            return EXIT_USAGE
         return 0 if report_ok and not failed else EXIT_FAILED
 
 

@@ -7,11 +7,18 @@ requeues it, and the new job resumes from the run's last checkpoint into the sam
 MLflow run (Lightning's own auto-requeue is off, so the two do not fight). A job
 cancelled with scancel leaves its run KILLED; the next study resumes it. A job that
 fails names its log in the run's failure reason.
+
+The study follows its jobs through `slurm_state` (squeue, the jobs' result files; sacct
+only where accounting works), not through submitit's sacct polling, which never learns
+that a job has left the queue on a cluster without accounting. A job that SLURM keeps
+pending for good (a request larger than every node, a partition limit) is cancelled and
+its run FAILED; the study then exits 2.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import subprocess
 import threading
@@ -23,9 +30,10 @@ from typing import Any, Literal
 from ablations import tracking
 from ablations.study.launch import Ended, follow, relay, train_command
 from ablations.study.plan import RunSpec
+from ablations.study.slurm_state import Fate, Follower, Queue, Request, largest, nodes
 from core import paths
 from core.config import build, parse_overrides, read_yaml, require
-from core.errors import ConfigError
+from core.errors import EXIT_INTERRUPTED, ConfigError
 
 JOB_TAG = "slurm_job_id"
 LIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"}
@@ -41,10 +49,14 @@ class SlurmConfig:
     max_running: int = 16
     logs: str = "slurm-logs"
     cluster: Literal["slurm", "local"] = "slurm"
+    poll_s: float = 10.0
+    say_pending_s: float = 300.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         require(self.time_min >= 1, "time_min", self.time_min, ">= 1")
+        require(self.poll_s > 0, "poll_s", self.poll_s, "> 0 seconds")
+        require(self.say_pending_s > 0, "say_pending_s", self.say_pending_s, "> 0 seconds")
         require(self.mem_gb > 0, "mem_gb", self.mem_gb, "> 0")
         require(self.cpus_per_task >= 1, "cpus_per_task", self.cpus_per_task, ">= 1")
         require(self.max_running >= 1, "max_running", self.max_running, ">= 1")
@@ -115,28 +127,37 @@ class SlurmLauncher:
         self._jobs: dict[str, Any] = {}
         self._queued: list[tuple[RunSpec, str]] = []  # no_wait: submitted together by flush()
         self._lock = threading.Lock()
+        self._stopping = threading.Event()  # set by stop(): followers stop waiting, nothing more is submitted
+        self._queue = Queue(options.poll_s)
+        self._refused: dict[str, str] = {}  # requests SLURM can never run -> why (later runs asking the same are not submitted)
 
-    def _executor(self, spec: RunSpec, array: bool = False):
-        import submitit
-
+    def _params(self, spec: RunSpec) -> dict[str, Any]:
         o, t = self.options, spec.config.trainer
-        executor = submitit.AutoExecutor(folder=o.folder / "%j", cluster=None if o.cluster == "slurm" else "local")
         per_node = max(1, t.devices) if self.gpus else 1
-        params: dict[str, Any] = {
-            "timeout_min": o.time_min,
-            "cpus_per_task": o.cpus_per_task,
-            "tasks_per_node": per_node,
-            "nodes": t.num_nodes,
-            "name": f"{spec.ablation}-{spec.name}",
-        }
+        params: dict[str, Any] = {"timeout_min": o.time_min, "cpus_per_task": o.cpus_per_task, "tasks_per_node": per_node, "nodes": t.num_nodes}
         if o.cluster == "slurm":
             params |= {"mem_gb": o.mem_gb, "slurm_additional_parameters": {"requeue": True} | o.extra}
             params |= {"gpus_per_node": per_node} if self.gpus else {}
             params |= {"slurm_partition": o.partition} if o.partition else {}
             params |= {"slurm_account": o.account} if o.account else {}
-            params |= {"slurm_array_parallelism": o.max_running} if array else {}
+        return params
+
+    def _executor(self, spec: RunSpec, array: bool = False):
+        import submitit
+
+        o = self.options
+        executor = submitit.AutoExecutor(folder=o.folder / "%j", cluster=None if o.cluster == "slurm" else "local")
+        params = self._params(spec) | {"name": f"{spec.ablation}-{spec.name}"}
+        params |= {"slurm_array_parallelism": o.max_running} if array and o.cluster == "slurm" else {}
         executor.update_parameters(**params)
         return executor
+
+    def _asked(self, spec: RunSpec) -> Request:
+        """What a run's job asks of each node, from the study's own options."""
+        p = self._params(spec)
+        return Request(
+            p["cpus_per_task"] * p["tasks_per_node"], round(self.options.mem_gb * 1024), p.get("gpus_per_node", 0), p["nodes"], self.options.partition or ""
+        )
 
     def _job(self, spec: RunSpec, run_id: str) -> TrainJob:
         env = {k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "ABLATION_"))} | {"PYTHONUNBUFFERED": "1"}
@@ -147,20 +168,82 @@ class SlurmLauncher:
             with self._lock:
                 self._queued.append((spec, run_id))
             return Ended(0, "", submitted=True)
-        job = self._executor(spec).submit(self._job(spec, run_id))
+        key = repr(sorted(self._params(spec).items()))
+        if key in self._refused:
+            return Ended(1, f"error: not submitted: {self._refused[key]}", refused=True)
+        if self._stopping.is_set():
+            return Ended(EXIT_INTERRUPTED, "study interrupted before this run was submitted")
+        try:
+            job = self._executor(spec).submit(self._job(spec, run_id))
+        except Exception as err:  # sbatch refused it
+            refused = _refusal(str(err))
+            if refused is None:
+                raise
+            asked = self._asked(spec)
+            why = f"sbatch refused the job: {refused}; it asks for {asked}"
+            return self._refuse(key, Fate("FAILED", why, refused=True, request=asked, largest=largest(nodes(asked.partition))), spec)
         with self._lock:
             self._jobs[run_id] = job
+            stopped = self._stopping.is_set()  # stop() ran after the check above: it did not see this job
+        if stopped:
+            job.cancel(check=False)
         tracking.set_tags(run_id, {tracking.LAUNCHER: self.name, JOB_TAG: job.job_id})
         self.say(f"  {spec.name}: slurm job {job.job_id}, log {job.paths.stdout}")
-        tail = relay(follow(job.paths.stdout, lambda: not job.done(), poll_s=2), self.say, f"[{spec.name}] ")  # its epochs, as they come
+        follower = None
+        if self.options.cluster == "slurm":
+            self._queue.watch(job.job_id)
+            say = lambda line: self.say(f"  {spec.name}: {line}")  # noqa: E731
+            follower = Follower(job.job_id, job.paths.result_pickle, job.paths.stdout, self._queue, say, self.options.say_pending_s)
+        fate: list[Fate] = []
+
+        def waiting() -> bool:
+            if self._stopping.is_set():
+                return False
+            if follower is None:
+                return not job.done()
+            fate.extend(f for f in [follower.check()] if f)
+            return not fate
+
         try:
-            code = job.result()
-        except Exception as err:  # cancelled, killed, failed without a result
-            return Ended(1, "\n".join([*tail, f"error: slurm job {job.job_id} ended {job.state}: {type(err).__name__}"]), str(job.paths.stdout))
+            tail = relay(follow(job.paths.stdout, waiting, poll_s=1), self.say, f"[{spec.name}] ")  # its epochs, as they come
+            return self._ended(job, spec, key, fate[0] if fate else None, "\n".join(tail))
         finally:
+            self._queue.forget(job.job_id)
             with self._lock:
                 self._jobs.pop(run_id, None)
-        return Ended(int(code), "\n".join(tail), str(job.paths.stdout))
+
+    def _ended(self, job, spec: RunSpec, key: str, fate: Fate | None, tail: str) -> Ended:
+        log = str(job.paths.stdout)
+        if not job.paths.result_pickle.exists():
+            if self._stopping.is_set():
+                return Ended(EXIT_INTERRUPTED, f"{tail}\nerror: study interrupted; it cancelled slurm job {job.job_id}".lstrip(), log)
+            if fate is not None and fate.status != "done":
+                if fate.refused:
+                    return self._refuse(key, fate, spec, log)
+                return Ended(EXIT_INTERRUPTED if fate.status == "KILLED" else 1, f"{tail}\nerror: {fate.why}".lstrip(), log)
+        try:
+            code = job.result()
+        except Exception as err:  # the job's function raised, or submitit could not run it
+            return Ended(1, f"{tail}\nerror: slurm job {job.job_id} failed: {type(err).__name__}".lstrip(), log)
+        return Ended(int(code), tail, log)
+
+    def _refuse(self, key: str, fate: Fate, spec: RunSpec, log: str = "") -> Ended:
+        """A request SLURM can never run, with the fix; later runs asking the same are not submitted."""
+        why = f"{fate.why}. {self._fix(fate, spec)}"
+        self._refused[key] = why
+        return Ended(1, f"error: {why}", log, refused=True)
+
+    def _fix(self, fate: Fate, spec: RunSpec) -> str:
+        o, node, req = self.options, fate.largest, fate.request
+        if node is None:
+            return 'Fix: ask for less (SLURM="cpus_per_task=N mem_gb=G", see configs/launchers/slurm.yaml) or name another partition (SLURM="partition=NAME")'
+        if req is not None and node.fits(req):  # a limit of the partition or account holds it
+            return 'Fix: see `scontrol show partition` for its limits, or name another (SLURM="partition=NAME account=NAME")'
+        per_node = self._params(spec)["tasks_per_node"]
+        cpus, mem = max(1, min(o.cpus_per_task, node.cpus // per_node)), min(o.mem_gb, math.floor(node.mem_mb / 1024 * 10) / 10)
+        gpus = f", with at most GPUS={node.gpus}" if req is not None and req.gpus > node.gpus else ""
+        fit = f'SLURM="cpus_per_task={cpus} mem_gb={mem:g}"{gpus}'
+        return f'Fix: ask for at most what that node has, e.g. {fit}, or name a partition with larger nodes (SLURM="partition=NAME")'
 
     def flush(self) -> list[str]:
         """no_wait: submits the queued runs as one job array (at most max_running at once)."""
@@ -177,9 +260,29 @@ class SlurmLauncher:
         return [job.job_id for job in jobs]
 
     def stop(self) -> None:
-        """Ctrl-C: cancels the study's jobs (their runs are marked KILLED; the next study resumes them)."""
+        """Ctrl-C or SIGTERM: the followers stop waiting and the study's jobs are cancelled, in
+        one scancel (their runs are marked KILLED; the next study resumes them)."""
         with self._lock:
+            self._stopping.set()
             jobs = list(self._jobs.values())
+        if not jobs:
+            return
+        if self.options.cluster == "slurm":
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run(["scancel", *(job.job_id for job in jobs)], capture_output=True, timeout=20)
+            return
         for job in jobs:
             with contextlib.suppress(Exception):  # the job ended meanwhile
                 job.cancel(check=False)
+
+
+# what sbatch says when it refuses a request that no node or partition can ever run
+_REFUSALS = ("Requested node configuration is not available", "Memory specification can not be satisfied", "Invalid generic resource",
+             "Invalid partition", "Invalid account", "Invalid qos", "Requested time limit is invalid", "More processors requested than permitted",
+             "Node count specification invalid")  # fmt: skip
+
+
+def _refusal(message: str) -> str | None:
+    """sbatch's own words when it refused the job for good; None for any other failure."""
+    lines = [line.removeprefix("sbatch: error: ").strip() for line in message.splitlines() if "error:" in line]
+    return "; ".join(lines) if any(r.lower() in message.lower() for r in _REFUSALS) else None

@@ -22,7 +22,7 @@ from pathlib import Path
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 TIMEOUT_MS = 45_000  # one UI step (a page load, a chart); generous: the UI is slow on a busy 2-core machine
 
-# the study's command prints these two lines (ablations/study.py)
+# the study's command prints these two lines (ablations/study/runner.py)
 STUDY_LINK = re.compile(r"browse it: make ui, then click .*; or open (\S+)")
 CHART_LINK = re.compile(r"mean curves over seeds: (\S+)\)")
 
