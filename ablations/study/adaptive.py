@@ -25,11 +25,11 @@ from ablations.analysis.sequential import RULE, Round, looks
 from ablations.report.power import delta_of, metric_value
 from ablations.report.read import read_run
 from ablations.spec import Ablation
+from ablations.study.outcome import FINISHED_LIKE
 from ablations.study.plan import RunSpec, expand
 from core.errors import ConfigError
 
 DEFAULT = SeedBounds(3, 10)
-_RESULT = ("FINISHED", "SKIPPED", "REUSED", "BUSY")  # outcomes whose run finished
 
 
 def bounds(ablation: Ablation, seeds: list[int] | None, auto: bool, no_wait: bool = False) -> SeedBounds | None:
@@ -61,7 +61,7 @@ def describe(b: SeedBounds) -> dict:
 
 def value(outcome, ablation: Ablation) -> float:
     """A run's value of the primary metric (NaN: it failed, or never reached the target)."""
-    if outcome.status not in _RESULT or not outcome.run_id:
+    if outcome.status not in FINISHED_LIKE or not outcome.run_id:
         return math.nan
     return metric_value(read_run(tracking.get_run(outcome.run_id)), ablation.metric)
 
@@ -108,7 +108,7 @@ def train_rounds(study, parent_id: str, experiment_id: str, say: Callable[[str],
             return outcomes, True
         for o in more:
             values[o.spec.variant][o.spec.seed] = value(o, ab)
-        unreached = [o.spec.name for o in more if o.status in _RESULT and math.isnan(values[o.spec.variant][o.spec.seed])]
+        unreached = [o.spec.name for o in more if o.status in FINISHED_LIKE and math.isnan(values[o.spec.variant][o.spec.seed])]
         if unreached:  # the rounds use the paired t, not the report's censored model
             say(f"note: {', '.join(unreached)} finished without a value of {ab.metric} (never reached the target): counted as failed seeds")
         r = next_round(values, ab.baseline, b, ab.compare, delta_of(ab), study=ab.name, metric=ab.metric)

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -277,3 +278,21 @@ def alive(run) -> bool:
         return _pid_alive(int(tags.get(PID_TAG, "0")))
     except ValueError:
         return False
+
+
+@contextmanager
+def sigterm_as_ctrl_c():
+    """`kill`, `timeout` and a batch system's cancel send SIGTERM: the study then stops its
+    runs as on Ctrl-C, instead of dying and leaving its training processes running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

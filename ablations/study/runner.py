@@ -23,20 +23,18 @@ import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from ablations import tracking
 from ablations.spec import load_ablation, parse_seeds
 from ablations.study import adaptive, launch, slurm, tuning
-from ablations.study.launch import Ended, LocalLauncher, reason
+from ablations.study.launch import Ended, LocalLauncher, reason, sigterm_as_ctrl_c
+from ablations.study.outcome import HAS_RESULT, Outcome, Status
 from ablations.study.plan import RunSpec, claim, decide, expand, expand_tuning, run_tags
 from ablations.train import assemble
 from core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, run_command
 
 _print_lock = threading.Lock()
-_DONE = ("FINISHED", "SKIPPED", "REUSED", "BUSY", "FAILED")  # outcomes whose run has a result (a loss, for FAILED)
 STOP_GRACE_S = 20  # after Ctrl-C or SIGTERM, how long the study waits for its runs to be marked KILLED
 
 
@@ -52,35 +50,8 @@ def _alive(run) -> bool:
     return launch.alive(run)
 
 
-@contextmanager
-def _sigterm_as_ctrl_c():
-    """`kill`, `timeout` and a batch system's cancel send SIGTERM: the study then stops its
-    runs as on Ctrl-C, instead of dying and leaving its training processes running."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 class TuningFailed(Exception):
     """Tuning left a variant without a value to train it at."""
-
-
-@dataclass
-class Outcome:
-    spec: RunSpec
-    run_id: str
-    status: str  # FINISHED, SKIPPED, REUSED, BUSY, SUBMITTED, FAILED, KILLED
-    reason: str = ""
-    refused: bool = False  # the cluster can never run it as asked
 
 
 class Executor:
@@ -95,16 +66,16 @@ class Executor:
         decision = decide(spec, experiment_id, self.force, _alive)
         if decision.action == "skip":
             say(f"skip   {spec.name}: finished before (run {decision.run_id})")
-            return Outcome(spec, decision.run_id, "SKIPPED")
+            return Outcome(spec, decision.run_id, Status.SKIPPED)
         if decision.action == "busy":
             return self._wait_for(spec, decision.run_id)
         if self.stopping:
-            return Outcome(spec, decision.run_id or "", "KILLED", "study interrupted")
+            return Outcome(spec, decision.run_id or "", Status.KILLED, "study interrupted")
         tags = run_tags(spec, parent_id, self.ablation)
         if decision.action == "reuse":
             run_id = tracking.copy_run(decision.run_id, experiment_id, spec.name, tags)
             say(f"reuse  {spec.name}: identical config finished in run {decision.run_id}")
-            return Outcome(spec, run_id, "REUSED")
+            return Outcome(spec, run_id, Status.REUSED)
         if decision.action == "new":
             run_id = tracking.create_run(experiment_id, spec.name, tags)
             winner = claim(spec, experiment_id, run_id, _alive)
@@ -130,7 +101,7 @@ class Executor:
         except Exception as err:
             why = f"{type(err).__name__}: {err}"
             say(f"failed {spec.name}: {why}")
-            return Outcome(spec, "", "FAILED", why)
+            return Outcome(spec, "", Status.FAILED, why)
 
     def _wait_for(self, spec: RunSpec, run_id: str) -> Outcome:
         """Another study process trains this run: wait for it to end, and count its outcome."""
@@ -142,21 +113,21 @@ class Executor:
             time.sleep(5)
         status = tracking.get_run(run_id).info.status  # again: it may have finished the run just before its process ended
         if status == "FINISHED":
-            return Outcome(spec, run_id, "BUSY")
-        return Outcome(spec, run_id, "FAILED", f"trained by another study process, which ended it {status}")
+            return Outcome(spec, run_id, Status.BUSY)
+        return Outcome(spec, run_id, Status.FAILED, f"trained by another study process, which ended it {status}")
 
     def _settle(self, spec: RunSpec, run_id: str, ended: Ended, seconds: float) -> Outcome:
         """The outcome of a training process, and the run marked accordingly."""
         if ended.submitted:
-            return Outcome(spec, run_id, "SUBMITTED")
+            return Outcome(spec, run_id, Status.SUBMITTED)
         run = tracking.get_run(run_id)
         if ended.code == 0 and run.info.status == "FINISHED":
             say(f"done   {spec.name} in {seconds:.0f} s")
-            return Outcome(spec, run_id, "FINISHED")
+            return Outcome(spec, run_id, Status.FINISHED)
         own = run.data.tags.get(tracking.FAILURE)  # the training process ended the run itself
         why = reason(ended, own)
-        status = "KILLED" if self.stopping or ended.code in (-signal.SIGINT, EXIT_INTERRUPTED) else "FAILED"
-        if not tracking.mark_ended(run_id, status, why, only_if_running=bool(own)) and why != own:
+        status = Status.KILLED if self.stopping or ended.code in (-signal.SIGINT, EXIT_INTERRUPTED) else Status.FAILED
+        if not tracking.mark_ended(run_id, status.value, why, only_if_running=bool(own)) and why != own:
             tracking.set_tags(run_id, {tracking.FAILURE: why[:4000]})  # its reason, with where its log is
         if "NonFiniteLoss" in why:
             tracking.set_tags(run_id, {tracking.DIVERGED: "true"})
@@ -183,7 +154,7 @@ class Executor:
             todo.put(None)
             threading.Thread(target=worker, name="study-run", daemon=True).start()
         outcomes: list[Outcome] = []
-        with _sigterm_as_ctrl_c():
+        with sigterm_as_ctrl_c():
             try:
                 while len(outcomes) < len(specs):
                     with contextlib.suppress(queue.Empty):
@@ -203,7 +174,8 @@ class Executor:
                             outcomes.append(done.get(timeout=0.2))
                 while not done.empty():
                     outcomes.append(done.get())
-                outcomes += [Outcome(spec, "", "KILLED", f"study interrupted; its run did not stop within {STOP_GRACE_S} s") for spec in list(busy.values())]
+                why = f"study interrupted; its run did not stop within {STOP_GRACE_S} s"
+                outcomes += [Outcome(spec, "", Status.KILLED, why) for spec in list(busy.values())]
                 return outcomes, True
         order = {id(spec): i for i, spec in enumerate(specs)}
         return sorted(outcomes, key=lambda o: order[id(o.spec)]), False
@@ -263,7 +235,7 @@ class Study:
         asked = None if search else {v: tuning.grid(t) for v in variants}
         while True:
             if search:
-                search.tell(tuning.candidates([tracking.get_run(o.run_id) for o in outcomes if o.status in _DONE], t))
+                search.tell(tuning.candidates([tracking.get_run(o.run_id) for o in outcomes if o.status in HAS_RESULT], t))
                 asked = search.ask()
             if not asked:
                 break
@@ -339,11 +311,11 @@ class Study:
             tracking.finish(parent_id, "KILLED")
             say(f"study '{self.ablation.name}' interrupted; run the same command again to resume it")
             return EXIT_INTERRUPTED
-        if any(o.status == "SUBMITTED" for o in outcomes):  # no_wait: the cluster trains them; report later
+        if any(o.status == Status.SUBMITTED for o in outcomes):  # no_wait: the cluster trains them; report later
             say(f"study '{self.ablation.name}': {len(jobs)} jobs submitted ({', '.join(jobs)}); watch them with squeue; "
                 f"when they are done: make report-{self.ablation.name}")  # fmt: skip
             return 0
-        failed = [o for o in outcomes if o.status in ("FAILED", "KILLED")]
+        failed = [o for o in outcomes if o.status in (Status.FAILED, Status.KILLED)]
         report_ok = True
         try:
             from ablations.report.write import write_report
@@ -363,7 +335,7 @@ class Study:
 
 
 def _say_outcomes(name: str, outcomes: list[Outcome], failed: list[Outcome]) -> None:
-    count = {s: sum(o.status == s for o in outcomes) for s in ("FINISHED", "SKIPPED", "REUSED", "BUSY")}
+    count = {s.value: sum(o.status == s for o in outcomes) for s in (Status.FINISHED, Status.SKIPPED, Status.REUSED, Status.BUSY)}
     say(
         f"study '{name}': {count['FINISHED']} trained, {count['SKIPPED']} skipped (finished before), "
         f"{count['REUSED']} reused (same config finished in another study), "
