@@ -37,7 +37,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 help: ## list the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo
-	@echo "  variables: PROFILE=demo (smoke|demo|cifar|paper|tutorial; an ablation file may name its own)  SEEDS=3 or 0,1,2  GPUS=0  PARALLEL=1  DATA=shapes  ARGS=\"key=value ...\"  FORCE=1  TUNE=1  LAUNCHER=local|slurm  SLURM=\"key=value ...\"  NO_WAIT=1"
+	@echo "  variables: PROFILE=demo (smoke|demo|cifar|paper|tutorial; an ablation file may name its own)  SEEDS=3 or 0,1,2 or auto  GPUS=0  PARALLEL=1  DATA=shapes  ARGS=\"key=value ...\"  FORCE=1  TUNE=1  LAUNCHER=local|slurm  SLURM=\"key=value ...\"  NO_WAIT=1"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,7 +52,7 @@ lint: install ## ruff, and the import layers (lint-imports: contracts in pyproje
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 
-test: install ## the test suite without the heavy end-to-end tests (about 7 minutes on 2 CPU cores)
+test: install ## the test suite without the heavy end-to-end tests (about 5 minutes on 2 CPU cores)
 	$(PY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 test-slow: install ## the heavy end-to-end tests: whole studies, DDP, SLURM, PostgreSQL, the browser (CI runs them)
@@ -65,12 +65,12 @@ train: install ## train one model: make train ARGS="model.activation=tanh"
 	$(PY) -m ablations.train --profile $(or $(PROFILE),demo) $(if $(DATA),data.name=$(DATA)) $(ARGS)
 
 summary: install ## per-layer table: make summary ARGS="model.arch=alexnet model.num_classes=1000"
-	$(PY) -m ablations.summary $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATA),data.name=$(DATA)) $(ARGS)
+	$(PY) -m ablations.train.summary $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATA),data.name=$(DATA)) $(ARGS)
 
 ablations: install ## list the ablations with their descriptions
 	@$(PY) -m ablations.catalog
 
-ablate-%: install ## run one ablation study: make ablate-activation PROFILE=smoke SEEDS=2
+ablate-%: install ## run one ablation study: make ablate-activation PROFILE=smoke SEEDS=2 (SEEDS=auto: adaptive, in rounds)
 	$(PY) -m ablations.study $* $(STUDY_FLAGS)
 
 ablate-all: install ## run every ablation study in configs/ablations/
@@ -80,12 +80,15 @@ report-%: install ## (re)write the report of the newest study: make report-activ
 	$(PY) -m ablations.report $*
 
 backfill-%: install ## measure the clean training error of a study's runs that predate it: make backfill-dropout (PRECISE_BN=1: errors with BatchNorm's statistics recomputed)
-	$(PY) -m ablations.backfill $* $(if $(PRECISE_BN),--precise-bn)
+	$(PY) -m ablations.train.backfill $* $(if $(PRECISE_BN),--precise-bn)
+
+power-%: install ## seeds: per comparison of the newest study, the effect its seeds detect and the seeds that settle ±δ: make power-dropout
+	$(PY) -m ablations.report.power $*
 
 migrate: install ## once, for a store written before neutral values: recompute every run's config_hash from its params
-	$(PY) -m ablations.migrate
+	$(PY) -m ablations.study.migrate
 
-demo: install ## the main job, offline: every ablation on synthetic shapes, reports, summary (about 7 min on 2 CPU cores)
+demo: install ## the main job, offline: first_look (3 of the paper's choices, 5 seeds) on synthetic shapes, its reports and summary
 	$(PY) -m ablations.demo $(if $(SEEDS),--seeds "$(SEEDS)") --parallel $(if $(filter command line,$(origin PARALLEL)),$(PARALLEL),2) $(if $(FORCE),--force) $(ARGS)
 
 ui: install ## the MLflow UI over the studies' store on http://127.0.0.1:5000 (HOST=, PORT= to change); first prints the clicks to each study (docs/mlflow.md) and its link

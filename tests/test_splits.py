@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from ablations.backfill import _restore
+from ablations.train.backfill import _restore
 from ablations.train import assemble
 from ablations.train import run as train
 from ablations.train.config import Config, load_config, saved_config

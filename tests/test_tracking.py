@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 
-from ablations import launch, tracking
+from ablations import tracking
+from ablations.study import launch
 from tests.helpers import client
 
 

@@ -176,7 +176,7 @@ def test_time_to_target_objective_ranks_by_epochs_then_by_final_error(store):
     tune = parse_tune({"space": {"optim.lr": [0.01, 0.1]}, "objective": "epochs_to_train_err", "target": 0.25}, "x")
     c = client(store)
     exp = c.create_experiment("times")
-    scores = {lr: tuning.score(c.get_run(_timed(c, exp, "a", lr, errs)), tune) for lr, errs in {0.01: [0.5, 0.3, 0.28], 0.1: [0.4, 0.2, 0.1]}.items()}
+    scores = {lr: read.score(c.get_run(_timed(c, exp, "a", lr, errs)), tune) for lr, errs in {0.01: [0.5, 0.3, 0.28], 0.1: [0.4, 0.2, 0.1]}.items()}
     assert scores[0.01] == (math.inf, 0.28)  # never reached: ranked by its last training error
     assert scores[0.1] == pytest.approx((1.75, 0.1))  # 0.4 at epoch 1, 0.2 at epoch 2: 0.25 at 1 + 0.15 / 0.2
 
@@ -185,6 +185,7 @@ def test_the_report_shows_the_choice_of_a_variant_that_never_reached_the_target(
     """Under the time-to-target objective, a variant none of whose candidates reached the
     target is still tuned, by its final running training error: the report says so, and
     says what that error was, instead of a bare n/a."""
+    from ablations.analysis.study import analyse_study
     from ablations.report.write import tuning_section
 
     tune = parse_tune({"space": {"optim.lr": [0.01, 0.1]}, "objective": "epochs_to_train_err", "target": 0.25}, "x")
@@ -193,7 +194,8 @@ def test_the_report_shows_the_choice_of_a_variant_that_never_reached_the_target(
     planted = {"a": {0.01: [0.5, 0.3, 0.28], 0.1: [0.4, 0.2, 0.1]}, "b": {0.01: [0.6, 0.5, 0.4], 0.1: [0.5, 0.4, 0.3]}}
     ids = [_timed(c, exp, variant, lr, errs) for variant, by_lr in planted.items() for lr, errs in by_lr.items()]
     parent = c.create_run(exp, tags={tracking.TUNING_RUNS: ",".join(ids)}).info.run_id
-    lines, plots = tuning_section("never", tune, {"parent_id": parent}, ["a", "b"], "a", [], tmp_path, {})
+    result = analyse_study("never", [], ["a", "b"], "a", {}, "val_err1", 0.01)
+    lines, plots = tuning_section("never", tune, {"parent_id": parent}, result, tmp_path)
     text = "\n".join(lines)
     assert "| a | optim.lr=0.1 | 1.75 | 2 |" in text
     assert "| b | optim.lr=0.1 | not reached (running train err 30.0 at the end) | 2 |" in text

@@ -19,9 +19,9 @@ class RunResult:
     step_err: list[tuple[float, float]] = field(default_factory=list)  # (epochs done, running training error)
     clean_train_err1: float = math.nan  # final weights, eval mode, no augmentation
     params: dict[str, str] = field(default_factory=dict)
-    precise_bn: dict[str, float] = field(default_factory=dict)
+    precise_bn: dict[str, float] = field(default_factory=dict)  # the errors with BatchNorm's statistics recomputed (make backfill-NAME PRECISE_BN=1)
     test: dict[str, float] = field(default_factory=dict)  # test_err1, test_err5: the test split, evaluated once at the end
-    config_hash: str = ""  # the run's identity: equal hashes, the same configuration  # the errors with BatchNorm's statistics recomputed (ablations.backfill)
+    config_hash: str = ""  # the run's identity: equal hashes, the same configuration
 
     def final(self, key: str) -> float:
         return self.curves[key][-1] if self.curves.get(key) else math.nan

@@ -28,10 +28,10 @@
       trials: 8
 
 A factorial study declares `factors:` (and `design:`) instead of `variants:`; its
-variants are the design's cells (ablations.design).
+variants are the design's cells (ablations.spec.design).
 
 Reading a file needs neither torch nor MLflow (reports read it too); turning it
-into runs is `ablations.plan`.
+into runs is `ablations.study.plan`.
 """
 
 from __future__ import annotations

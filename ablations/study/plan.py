@@ -1,7 +1,7 @@
 """Planning a study: its runs (variants x seeds, as validated configs) and, for each,
 what to do given what the tracking store already holds.
 
-Nothing here starts a process; `ablations.launch` runs what the plan says, on this
+Nothing here starts a process; `ablations.study.launch` runs what the plan says, on this
 machine or on a cluster, and tells the plan whether a RUNNING run is still alive.
 """
 
