@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from tests.helpers import run_cli
 
 ROWS = [
@@ -41,6 +43,7 @@ def figure(table: str, label: str) -> float:
     return float(match.group(1).replace(",", ""))
 
 
+@pytest.mark.slow
 def test_quick_bench_prints_the_whole_table(tmp_path):
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports" / "demo_time.txt").write_text("9.5 minutes wall time for `make demo`\n")

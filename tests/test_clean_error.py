@@ -68,6 +68,7 @@ def _old_run(store: str, source, tmp_path: Path) -> str:
     return run_id
 
 
+@pytest.mark.slow
 def test_backfill_measures_old_runs_as_the_run_would(store, tmp_path):
     proc = run_cli("ablations.train", *SMOKE, "trainer.max_epochs=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -80,6 +81,7 @@ def test_backfill_measures_old_runs_as_the_run_would(store, tmp_path):
     assert backfill([c.get_run(old)]) == {}  # measured once: a second pass leaves it
 
 
+@pytest.mark.slow
 def test_backfill_says_when_a_run_has_no_weights(store, tmp_path):
     proc = run_cli("ablations.train", *SMOKE, "trainer.max_epochs=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -91,6 +93,7 @@ def test_backfill_says_when_a_run_has_no_weights(store, tmp_path):
     assert len(messages) == 1 and "no checkpoint" in messages[0] and old in messages[0]
 
 
+@pytest.mark.slow
 def test_precise_bn_recomputes_the_statistics_of_the_training_images(store, tmp_path):
     # momentum 1e-6: the run ends with BatchNorm's initial statistics (mean 0, variance 1), the stalest possible
     proc = run_cli("ablations.train", *SMOKE, "trainer.max_epochs=1", "model.norm=batchnorm", "model.bn_momentum=1e-6")
@@ -119,6 +122,7 @@ def test_precise_bn_recomputes_the_statistics_of_the_training_images(store, tmp_
     assert logged[tracking.PRECISE_BN_TRAIN_ERR] == done[tracking.PRECISE_BN_TRAIN_ERR]
 
 
+@pytest.mark.slow
 def test_precise_bn_leaves_a_network_without_batchnorm_as_the_run_measured_it(store):
     proc = run_cli("ablations.train", *SMOKE, "trainer.max_epochs=1", "model.norm=lrn")
     assert proc.returncode == 0, proc.stderr[-3000:]

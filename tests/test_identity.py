@@ -7,6 +7,8 @@ import dataclasses
 import hashlib
 import json
 
+import pytest
+
 from ablations import tracking
 from ablations.study import runner as study_module
 from ablations.study.migrate import migrate
@@ -75,6 +77,7 @@ def test_a_changed_default_counts_only_for_runs_at_the_new_value(monkeypatch):
     assert load_config(["model.new_toggle=old"]).hash() == before  # runs at the old one are the old runs
 
 
+@pytest.mark.slow
 def test_a_new_toggle_retrains_nothing(store, configs, one_run, monkeypatch, capsys):
     """A finished study, then a new key with a neutral default: the rerun skips every run."""
     assert study_module.main([one_run, "--profile", "smoke", "--seeds", "2", "trainer.max_epochs=1"]) == 0

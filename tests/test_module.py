@@ -49,6 +49,7 @@ def test_adam_settings():
     assert make_optimizer(OptimConfig(momentum=0.8), nn.Linear(2, 2))["optimizer"].param_groups[0]["momentum"] == 0.8
 
 
+@pytest.mark.slow
 def test_plateau_schedule_drops_the_logged_lr_by_ten_three_times_at_most(store):
     """A learning rate too small to change anything: val_err1 never improves, so with
     patience 0 the rate drops after each epoch, by 10, and stops after three drops."""

@@ -125,6 +125,7 @@ def test_force_retrains_finished_runs(store, one_run):
     assert {c.info.run_id for c in first} < {c.info.run_id for c in children}
 
 
+@pytest.mark.slow
 def test_a_running_run_whose_process_is_gone_is_marked_stale(store, tmp_path):
     """A RUNNING run of the study's config on this host whose training process no longer
     exists, with no checkpoint: the next study marks it KILLED (stale) and trains anew."""
@@ -164,6 +165,7 @@ def test_unreachable_tracking_server_fails_fast(tmp_path):
     assert f"http://127.0.0.1:{port}" in result.stderr and "not reachable" in result.stderr
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_on_cpu(store):
     for _ in range(2):
         result = run_cli("ablations.train", *SMOKE, "seed=3")
@@ -176,6 +178,7 @@ def test_same_seed_same_metrics_on_cpu(store):
         assert a == b, key
 
 
+@pytest.mark.slow
 def test_a_run_resumed_after_its_last_epoch_still_measures_its_clean_training_error(store, tmp_path):
     """A run stopped after its last epoch's checkpoint, before the clean training error was
     measured, trains no epoch when resumed (Lightning skips a finished training loop and

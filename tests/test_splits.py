@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from ablations.train.backfill import _restore
 from ablations.train import assemble
 from ablations.train import run as train
+from ablations.train.backfill import _restore
 from ablations.train.config import Config, load_config, saved_config
 from core import paths
 from core.errors import ConfigError

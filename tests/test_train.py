@@ -58,6 +58,7 @@ def test_one_run_is_tracked(store):
         assert "Total params: 51,178" in f.read()
 
 
+@pytest.mark.slow
 def test_learning_happens(store):
     """The demo's small network on shapes must learn within a few epochs."""
     result = run_cli("ablations.train", "--profile", "demo", "data.train_size=2048", "trainer.max_epochs=4")
@@ -93,6 +94,7 @@ def test_summary_cli():
     assert result.stdout.strip().splitlines()[-3:] == ["Total params: 60,965,224", "Trainable params: 60,965,224", "Non-trainable params: 0"]
 
 
+@pytest.mark.slow
 def test_the_default_memory_format_changes_no_number_beyond_float_noise(store):
     """trainer.channels_last=auto (channels-last on the CPU) against false: the same
     per-step losses within float32 noise, with dropout and augmentation on."""

@@ -218,6 +218,7 @@ def test_a_bad_tune_block_exits_2_before_anything_runs(store, configs):
     assert not tracking.newest_study("tinytune")
 
 
+@pytest.mark.slow
 def test_a_study_whose_every_candidate_diverges_fails_clearly(store, configs):
     """Every rate diverges (FAILED, non-finite loss): the study says so, marks its parent
     FAILED and exits 1, instead of training the variant at the first failed rate."""
