@@ -5,6 +5,7 @@ tests never touch the user's mlflow.db."""
 
 from __future__ import annotations
 
+import mlflow
 import pytest
 
 from tests.helpers import copy_configs
@@ -17,6 +18,7 @@ def store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("ABLATION_CHECKPOINTS", str(tmp_path / "checkpoints"))
     monkeypatch.setenv("ABLATION_REPORTS", str(tmp_path / "reports"))
+    mlflow.set_tracking_uri(uri)  # a run trained in-process by an earlier test set MLflow's own, which wins over the variable
     return uri
 
 

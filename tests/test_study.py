@@ -24,7 +24,7 @@ def test_the_required_ablations_ship():
     assert set(available()) >= REQUIRED
 
 
-@pytest.mark.parametrize("name", available())
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if load_ablation(n).profile == "tutorial" else n for n in available()])
 def test_every_ablation_validates_and_each_variant_trains_a_step(name):
     """Each file expands to valid configs under its own profile (on small synthetic data,
     offline), baseline first, no two variants alike, and every variant runs a training step."""
