@@ -21,6 +21,7 @@ from pathlib import Path
 from ablations import tracking
 from ablations.analysis import SeedPlan, seed_plan
 from ablations.analysis.records import TARGET_TRAIN_ERR, RunResult
+from ablations.analysis.study import final_value
 from ablations.report.read import read_run
 from ablations.spec import Ablation, load_ablation
 from core.errors import ConfigError
@@ -34,7 +35,7 @@ def metric_value(r: RunResult, metric: str, target: float = TARGET_TRAIN_ERR) ->
     if metric == "epochs_to_train_err":
         epochs = r.epochs_to(target)
         return math.log(epochs) if epochs > 0 else math.nan
-    return r.final(metric)
+    return final_value(r, metric)
 
 
 def delta_of(ablation: Ablation) -> float:
@@ -46,9 +47,11 @@ def values_of(results: list[RunResult], ablation: Ablation) -> Values:
     """Per variant of the ablation (every one a key, baseline first), per seed, the primary metric."""
     order = [ablation.baseline] + [v for v in ablation.variants if v != ablation.baseline]
     out: Values = {v: {} for v in order}
+    # runs from before the test split have none: their val split was the dataset's test split (as the report reads them)
+    metric = "val_err1" if ablation.metric == "test_err1" and not any(r.test for r in results) else ablation.metric
     for r in results:
         if r.variant in out:
-            out[r.variant][r.seed] = metric_value(r, ablation.metric)
+            out[r.variant][r.seed] = metric_value(r, metric)
     return out
 
 

@@ -105,7 +105,8 @@ def retry(fn: Callable, *args, attempts: int = 5, **kwargs):
         try:
             return fn(*args, **kwargs)
         except Exception as err:  # MlflowException, OperationalError...
-            transient = "locked" in str(err).lower() or "timeout" in str(err).lower()
+            text = str(err).lower()  # a unique constraint: a parallel process created the same row first; again finds it
+            transient = "locked" in text or "timeout" in text or "unique constraint" in text
             if attempt == attempts - 1 or not transient:
                 raise
             time.sleep(0.5 * 2**attempt)
