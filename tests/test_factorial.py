@@ -185,7 +185,7 @@ def test_the_summary_sets_each_main_effect_beside_the_one_at_a_time_result_for_t
         c = None if delta is None else {"variant": name, "reference": "base", "n": 5, "estimate": delta[0], "se": (delta[2] - delta[1]) / 5.5, "df": 4,
                                         "lo": delta[1], "hi": delta[2], "sd": 0.01, "delta": 0.01, "method": "paired t", "metric": "val_err1",
                                         "per_seed": [], "verdict": word(delta[1], delta[2])}  # fmt: skip
-        return {"variant": name, "seeds": 3, "config_hash": "", "final_val_err1": stat(0.3, 0.29, 0.31), "comparison": c, "changes": changes}
+        return {"variant": name, "seeds": 3, "variant_hash": "", "final_val_err1": stat(0.3, 0.29, 0.31), "comparison": c, "changes": changes}
 
     def effect(key, low, high, mean, lo, hi):
         return {"term": [key], "levels": [[low, high]], "effect": mean, "lo": lo, "hi": hi, "verdict": word(lo, hi)}

@@ -59,3 +59,29 @@ def test_what_a_variant_changes_counts_choices_only():
     elsewhere = {"trainer.threads": "1", "seed": "1", "steps_per_epoch": "96", "resolved.channels_last": "False", "data.root": "/x"}
     other = RunResult("non_overlapping", 1, "b", {}, params=common | elsewhere | {"model.pool": "non_overlapping"})
     assert _changes([base, other], "non_overlapping", "overlapping") == {"model.pool": ["overlapping", "non_overlapping"]}
+
+
+def test_the_summary_tests_each_comparison_once_across_studies(tmp_path):
+    """Two studies that compare the same two configurations (by variant_hash) give one row, from
+    the study with more seeds, in one family with the store's other comparisons."""
+    import json
+
+    from ablations.report.summary import write_summary
+
+    def entry(name, variant, n, estimate, hashes):
+        c = {"variant": variant, "reference": "base", "n": n, "estimate": estimate, "se": 0.01, "df": n - 1, "lo": 0, "hi": 0, "sd": 0.02,
+             "delta": 0.01, "method": "paired t", "metric": "test_err1", "per_seed": [], "verdict": "worse"}  # fmt: skip
+        return {"ablation": name, "baseline": "base", "profile": "demo", "variants": [
+            {"variant": "base", "variant_hash": hashes[0], "comparison": None, "changes": {}},
+            {"variant": variant, "variant_hash": hashes[1], "comparison": c, "changes": {}}]}  # fmt: skip
+
+    studies = {"big": entry("big", "no_x", 5, 0.05, ("h0", "h1")), "small": entry("small", "x_off", 3, 0.04, ("h0", "h1")),
+               "other": entry("other", "no_y", 5, 0.06, ("h0", "h2"))}  # fmt: skip
+    for name, e in studies.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(e))
+    text = write_summary(tmp_path).read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| [")]
+    assert len(rows) == 2 and "all 2 tested as one family" in text
+    assert "| [big](big/report.md) | no_x (also small/x_off) | base | 5 |" in text
+    assert "Holm over 2" in text  # adjusted over the store's family, not each study's own

@@ -185,7 +185,7 @@ def summary_entry(result: StudyResult, meta: dict, changes: dict[str, dict], has
         {
             "variant": v.variant,
             "seeds": v.n,
-            "config_hash": hashes.get(v.variant, ""),
+            "variant_hash": hashes.get(v.variant, ""),
             "final_val_err1": summary(v.final_err1),
             "test_err1": summary(v.test_err1),
             "comparison": comparison_json(_comparison(result, v.variant)),

@@ -32,7 +32,7 @@ def _comparisons(entries: list[dict]) -> tuple[list[Comparison], dict[tuple, lis
     found: dict[tuple, Comparison] = {}
     where: dict[tuple, list[str]] = {}
     for e in [e for e in entries if not e.get("factorial")]:
-        hashes = {v["variant"]: v.get("config_hash", "") for v in e.get("variants", [])}
+        hashes = {v["variant"]: v.get("variant_hash", "") for v in e.get("variants", [])}
         for v in e.get("variants", []):
             c = v.get("comparison")
             if not c or c["verdict"] == Verdict.NOT_MEASURED.label:

@@ -182,7 +182,7 @@ def write_report(name: str, parent_id: str | None = None, config_dir: Path | Non
         files += more
     text = render(name, description, result, meta, files, tuning_lines)
     changes = {v: _changes(results, v, result.row(v).reference) for v in order}
-    hashes = {r.variant: r.config_hash for r in results}
+    hashes = {r.variant: r.variant_hash for r in results}
     return _finish(name, folder, text, files, render_md.summary_entry(result, meta, changes, hashes), meta, out_dir)
 
 

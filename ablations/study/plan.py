@@ -141,6 +141,7 @@ def run_tags(spec: RunSpec, parent_id: str, ablation: Ablation) -> dict[str, str
         tracking.VARIANT: spec.variant,
         tracking.SEED: str(spec.seed),
         tracking.CONFIG_HASH: spec.config.hash(),
+        tracking.VARIANT_HASH: spec.config.variant_hash(),
         tracking.GIT_COMMIT: tracking.git_commit(),
         tracking.PROFILE: spec.profile or "",
         tracking.BASELINE: str(spec.variant == baseline).lower(),

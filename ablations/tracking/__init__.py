@@ -30,6 +30,7 @@ NOTE = "mlflow.note.content"  # a run's or experiment's description in the UI
 STUDY = "study"  # "true" on a study's parent run
 ABLATION, VARIANT, SEED, BASELINE, PROFILE = "ablation", "variant", "seed", "baseline", "profile"
 CONFIG_HASH = "config_hash"
+VARIANT_HASH = "variant_hash"  # the config hash without the seed: one per configuration, whatever the seed
 GIT_COMMIT = "git_commit"
 CHILD_RUNS = "child_runs"  # on the parent: the runs its report reads
 REUSED_FROM = "reused_from"  # a copied run: the run that trained it

@@ -87,6 +87,11 @@ class Config:
         """Identifies what is trained: equal hashes, the same experiment (`identity`)."""
         return identity_hash(self.identity())
 
+    def variant_hash(self) -> str:
+        """The identity without the seed: equal for every seed of one configuration, so two
+        studies that compare the same two configurations are known to make one comparison."""
+        return identity_hash({k: v for k, v in self.identity().items() if k != "seed"})
+
     def dump(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
