@@ -62,3 +62,15 @@ def test_the_toggles_table_lists_every_registered_value(key, registry):
     listed = set(re.findall(r"`([^`]+)`", row.split("|")[2]))
     assert listed >= set(registry), f"README's row for {key} lacks {sorted(set(registry) - listed)}"
     assert not {v for v in listed if re.fullmatch(r"[a-z_]+", v)} - set(registry), f"README's row for {key} lists values the registry lacks"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_python_command_named_runs(page):
+    """Each `python -m MODULE` a page names is a module that runs as a command (a package needs its __main__)."""
+    import importlib.util
+
+    for module in set(re.findall(r"python -m ([a-zA-Z_][\w.]*[a-zA-Z_])", page.read_text())):
+        spec = importlib.util.find_spec(module)
+        assert spec is not None, f"{page.name} names python -m {module}, which does not exist"
+        if spec.submodule_search_locations:  # a package
+            assert importlib.util.find_spec(f"{module}.__main__"), f"{page.name} names python -m {module}, a package without __main__"
