@@ -21,7 +21,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def _window_sum(a: torch.Tensor, before: int, after: int) -> torch.Tensor:
+def window_sum(a: torch.Tensor, before: int, after: int) -> torch.Tensor:
     """sum_{j=i-before}^{i+after} a_j over channels (dim 1), zeros beyond the edges."""
     channels = a.shape[1]
     padded = F.pad(a, (0, 0, 0, 0, before, after))
@@ -41,7 +41,7 @@ class _PaperLRNFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, size: int, alpha: float, beta: float, k: float):
         before, after = size // 2, (size - 1) // 2
-        s = _window_sum(a.square(), before, after).mul_(alpha).add_(k)
+        s = window_sum(a.square(), before, after).mul_(alpha).add_(k)
         if beta == 0.75:  # the paper's: s^-1/2 * s^-1/4, two cheap roots instead of a power
             root = s.rsqrt()
             scale = root.sqrt().mul_(root)
@@ -57,7 +57,7 @@ class _PaperLRNFunction(torch.autograd.Function):
         a, s, scale, b = ctx.saved_tensors
         size, alpha, beta = ctx.lrn
         # the transposed window: i runs over the maps whose window holds j
-        through = _window_sum(g * b / s, (size - 1) // 2, size // 2)
+        through = window_sum(g * b / s, (size - 1) // 2, size // 2)
         return g * scale - (2 * alpha * beta) * a * through, None, None, None, None
 
 

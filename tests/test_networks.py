@@ -229,7 +229,7 @@ def test_init_values(arch):
 
 @pytest.mark.parametrize("init, normalize, saturated", [("paper", "paper", True), ("default", "standard", False)])
 def test_saturation_of_tanh_units_depends_on_inputs_and_init(init, normalize, saturated):
-    """tools.saturation counts |tanh| > 0.9 per layer; conv1's count is checked against
+    """tools.saturation (and every tanh run, lightning_modules.diagnostics) counts |tanh| > 0.9 per layer; conv1's count is checked against
     tanh(conv1(x)) computed here. The paper's N(0, 0.01) on raw pixels minus the mean
     image starts most of conv1 saturated; PyTorch's init on standardised inputs does not."""
     from ablations.train import assemble
@@ -242,9 +242,41 @@ def test_saturation_of_tanh_units_depends_on_inputs_and_init(init, normalize, sa
     module = assemble.module(cfg, dm)
     images = dm.splits.train.images
     fractions = saturation(module, images)
-    assert list(fractions) == ["net.features.act1", "net.features.act2", "net.features.act3"]
+    assert list(fractions) == ["act1", "act2", "act3"]
     with torch.no_grad():
         conv1 = torch.tanh(module.net.features.conv1(module.prepare(images, training=False)))
-    assert fractions["net.features.act1"] == pytest.approx(float((conv1.abs() > 0.9).float().mean()))
-    assert (fractions["net.features.act1"] > 0.5) is saturated and (fractions["net.features.act1"] < 0.05) is not saturated
+    assert fractions["act1"] == pytest.approx(float((conv1.abs() > 0.9).float().mean()))
+    assert (fractions["act1"] > 0.5) is saturated and (fractions["act1"] < 0.05) is not saturated
     assert not module.net.features.act1._forward_hooks  # the hooks are removed
+
+
+@pytest.mark.parametrize("normalize, active", [("standard", False), ("paper", True)])
+def test_lrn_diagnostic_is_alpha_times_the_window_sum_over_k(normalize, active):
+    """The LRN diagnostic (α·Σa²/k per unit, the activity's share of the paper's denominator) against
+    the sum written out here over conv1's output; with standardised inputs it is near 0 (LRN then
+    divides by a constant k^β), with raw pixels minus the mean it is not."""
+    from ablations.analysis.study import LRN_ACTIVE
+    from ablations.train import assemble
+    from ablations.train.config import load_config
+    from lightning_modules.diagnostics import measure
+
+    cfg = load_config(["model.norm=lrn", "model.init=paper", f"data.normalize={normalize}"], "smoke")
+    dm = assemble.datamodule(cfg)
+    dm.setup("fit")
+    module = assemble.module(cfg, dm)
+    x = module.prepare(dm.splits.train.images[:64], training=False)
+    values = measure(module, [x])
+    lrn1 = next(k for k in values if k.startswith("lrn_") and k.endswith("_ratio_mean")).removesuffix("_ratio_mean")
+    with torch.no_grad():  # the input of the first LRN layer: the layers before it, in order
+        a = x
+        for name, layer in module.net.features.named_children():
+            if name == "norm1":
+                break
+            a = layer(a)
+        a = a.square()
+        padded = torch.nn.functional.pad(a, (0, 0, 0, 0, 2, 2))
+        window = sum(padded[:, i : i + a.shape[1]] for i in range(5))
+        ratio = 1e-4 * window / 2.0
+    assert values[f"{lrn1}_ratio_mean"] == pytest.approx(float(ratio.mean()), rel=1e-4)
+    assert values[f"{lrn1}_ratio_max"] == pytest.approx(float(ratio.max()), rel=1e-4)
+    assert (values[f"{lrn1}_ratio_p99"] > LRN_ACTIVE) is active

@@ -21,6 +21,10 @@ def test_one_run_is_tracked(store):
     (run,) = client.search_runs([exp.experiment_id])
     assert run.info.status == "FINISHED"
     assert run.info.run_id in result.stdout
+    # whether the toggles acted: tanh's saturation and LRN's α·Σa²/k, at the start and the end
+    for when in ("start", "end"):
+        assert 0 <= run.data.metrics[f"tanh_act1_saturated_{when}"] <= 1
+        assert 0 < run.data.metrics[f"lrn_norm1_ratio_p99_{when}"] <= run.data.metrics[f"lrn_norm1_ratio_max_{when}"]
     p = run.data.params
     for key in (
         "model.activation",

@@ -20,27 +20,14 @@ import torch
 
 from ablations.train import assemble
 from ablations.train.config import load_config
-
-SATURATED = 0.9
+from lightning_modules.diagnostics import SATURATED, measure
 
 
 def saturation(module: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
-    """{tanh layer name: fraction of outputs with |y| > SATURATED} over uint8 `images`."""
-    outputs: dict[str, list[torch.Tensor]] = {}
-    hooks = [
-        layer.register_forward_hook(lambda _m, _i, out, name=name: outputs.setdefault(name, []).append(out.detach()))
-        for name, layer in module.named_modules()
-        if isinstance(layer, torch.nn.Tanh)
-    ]
-    module.eval()
-    try:
-        with torch.no_grad():
-            for batch in images.split(256):
-                module(module.prepare(batch, training=False))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return {name: float((torch.cat(out).abs() > SATURATED).float().mean()) for name, out in outputs.items()}
+    """{tanh layer: fraction of outputs with |y| > 0.9} over uint8 `images` (the measurement every
+    run logs at its start and end: lightning_modules.diagnostics)."""
+    values = measure(module, (module.prepare(batch, training=False) for batch in images.split(256)))
+    return {k.removeprefix("tanh_").removesuffix("_saturated"): v for k, v in values.items() if k.startswith("tanh_")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ class RunResult:
     params: dict[str, str] = field(default_factory=dict)
     precise_bn: dict[str, float] = field(default_factory=dict)  # the errors with BatchNorm's statistics recomputed (make backfill-NAME PRECISE_BN=1)
     test: dict[str, float] = field(default_factory=dict)  # test_err1, test_err5: the test split, evaluated once at the end
+    diagnostics: dict[str, float] = field(default_factory=dict)  # lrn_*/tanh_* at the start and end (lightning_modules.diagnostics)
     variant_hash: str = ""  # its configuration's identity, seed left out: equal hashes, the same configuration
 
     def final(self, key: str) -> float:

@@ -25,6 +25,7 @@ from ablations.analysis.verdicts import ALPHA, Comparison, compare
 PRECISE_BN_VAL_ERR = "val_err1_precise_bn"  # the metrics ablations.train.backfill --precise-bn logs
 PRECISE_BN_TRAIN_ERR = "train_clean_err1_precise_bn"
 TIME_METRIC = "epochs_to_train_err"
+LRN_ACTIVE = 0.01  # α·Σa²/k above this for 1% of an LRN layer's units: its denominator moves by more than 1%
 METRIC_NAMES = {"val_err1": "final val top-1 error", "test_err1": "test top-1 error", TIME_METRIC: f"epochs to {TARGET_TRAIN_ERR:.0%} train error"}
 
 
@@ -46,6 +47,13 @@ class VariantSummary:
     ratio: CensoredRatio | None  # epochs to the target, over the reference's (None: the reference itself)
     precise_bn_err1: RateSummary
     precise_bn_train_err1: RateSummary
+    diagnostics: dict[str, float] = field(default_factory=dict)  # each lrn_*/tanh_* metric, mean over seeds
+
+    @property
+    def lrn_active(self) -> bool | None:
+        """Whether an LRN layer's denominator moved by more than 1% for 1% of its units at the end (None: no LRN)."""
+        ends = [v for k, v in self.diagnostics.items() if k.startswith("lrn_") and k.endswith("_ratio_p99_end")]
+        return None if not ends else max(ends) > LRN_ACTIVE
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,7 @@ def analyse_study(
                 ratio=None if v == ref else _ratio(runs, by_seed.get(ref, {})),
                 precise_bn_err1=rate(lambda r: r.precise_bn.get(PRECISE_BN_VAL_ERR, math.nan)),
                 precise_bn_train_err1=rate(lambda r: r.precise_bn.get(PRECISE_BN_TRAIN_ERR, math.nan)),
+                diagnostics={k: float(np.mean([r.diagnostics[k] for r in rs if k in r.diagnostics])) for k in sorted({k for r in rs for k in r.diagnostics})},
             )
         )
     if metric == TIME_METRIC:

@@ -21,8 +21,9 @@ def read_run(run) -> RunResult:
     clean = run.data.metrics.get(tracking.CLEAN_TRAIN_ERR, math.nan)
     precise_bn = {k: run.data.metrics[k] for k in (tracking.PRECISE_BN_VAL_ERR, tracking.PRECISE_BN_TRAIN_ERR) if k in run.data.metrics}
     test = {k: run.data.metrics[k] for k in ("test_err1", "test_err5") if k in run.data.metrics}
+    diagnostics = {k: v for k, v in run.data.metrics.items() if k.startswith(("lrn_", "tanh_"))}
     return RunResult(tags.get(tracking.VARIANT, "?"), int(tags.get(tracking.SEED, 0)), run_id, curves, step_err, clean, dict(run.data.params), precise_bn,
-                     test, tags.get(tracking.VARIANT_HASH, ""))  # fmt: skip
+                     test, diagnostics, tags.get(tracking.VARIANT_HASH, ""))  # fmt: skip
 
 
 def score(run, tune: Tune) -> tuple[float, float]:

@@ -8,7 +8,7 @@ import math
 from ablations.analysis.display import RateSummary, fmt_interval, fmt_values
 from ablations.analysis.records import TARGET_TRAIN_ERR
 from ablations.analysis.stats import Stat
-from ablations.analysis.study import METRIC_NAMES, TIME_METRIC, StudyResult, VariantSummary
+from ablations.analysis.study import LRN_ACTIVE, METRIC_NAMES, TIME_METRIC, StudyResult, VariantSummary
 from ablations.analysis.verdicts import Comparison, Verdict
 
 
@@ -151,6 +151,33 @@ def curves_section(result: StudyResult) -> list[str]:
              "Δ of the validation error (variant − reference) at every epoch, from the same model as the verdicts but epoch by epoch "
              "(each epoch's interval holds on its own, not across epochs). Plot: `effects.png`.", ""]  # fmt: skip
     lines += [f"- {c.variant} vs {c.reference}: {c.line}" for c in result.curves]
+    return lines
+
+
+def diagnostics_section(result: StudyResult) -> list[str]:
+    """Did the toggle act: LRN's α·Σa²/k and tanh's saturated fraction, at the start and end of training."""
+    shown = [v for v in result.variants if v.diagnostics]
+    if not shown:
+        return []
+    lines = ["", "## Did the toggle act?", "",
+             "Measured by every run on 256 fixed training images, in eval mode, at the start and at the end of training (mean over seeds). "
+             "LRN: α·Σa²/k per unit, the activity's share of the paper's denominator k + α·Σa²; where it stays under "
+             f"{LRN_ACTIVE:g} for 99% of units, the layer divides by a constant k^β and does not normalise. "
+             "tanh: the fraction of outputs with |y| > 0.9 (saturated).", "",
+             row(["variant", "layer", "measure", "start", "end"]), "|---|---|---|---|---|"]  # fmt: skip
+    for v in shown:
+        keys = sorted({k.removesuffix("_start").removesuffix("_end") for k in v.diagnostics})
+        for k in keys:
+            kind, layer, what = k.split("_", 2)
+            label = f"α·Σa²/k, {what.removeprefix('ratio_')}" if kind == "lrn" else "saturated fraction"
+            cells = [f"{v.diagnostics[k + s]:.2e}" if kind == "lrn" and k + s in v.diagnostics else f"{v.diagnostics[k + s]:.1%}" if k + s in v.diagnostics
+                     else "n/a" for s in ("_start", "_end")]  # fmt: skip
+            lines.append(row([v.variant, layer, label, *cells]))
+    for v in shown:
+        if v.lrn_active is not None:
+            lines += ["", f"- {v.variant}: LRN " + ("acted: its denominator moved by more than 1% for at least 1% of units at the end."
+                      if v.lrn_active else "was close to a constant scale at the end (α·Σa²/k under "
+                      f"{LRN_ACTIVE:g} for 99% of units): a verdict on LRN here is a verdict on that scale.")]  # fmt: skip
     return lines
 
 

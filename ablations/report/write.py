@@ -65,7 +65,7 @@ def render(name: str, description: str, result: StudyResult, meta: dict, plot_fi
     lines += [f"Study run `{meta['parent_name']}` ({meta['parent_id']}), profile `{meta['profile'] or 'none'}`, store `{tracking.tracking_uri()}`. "
               "Errors in %, as mean ± standard deviation over seeds [95% interval of the mean]; differences in points.", ""]  # fmt: skip
     lines += _browse(meta) + render_md.how(result) + render_md.main_table(result) + tuning_lines + [""]
-    lines += render_md.speed_table(result) + render_md.precise_bn_section(result, name)
+    lines += render_md.speed_table(result) + render_md.diagnostics_section(result) + render_md.precise_bn_section(result, name)
     lines += ["", *render_md.curves_section(result)] if result.curves else []
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plot_files]
     lines += ["", _reproduce(name, meta), ""]

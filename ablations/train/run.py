@@ -195,6 +195,7 @@ def run(
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from lightning_modules.callbacks import CleanTrainError, FinalTestError
+    from lightning_modules.diagnostics import ToggleDiagnostics
 
     tracking.configure()
     assemble.check_devices(cfg)
@@ -209,7 +210,7 @@ def run(
     given_run = run_id or os.environ.get(RUN_ID_ENV) or None
     # the logger and the checkpoint folder are attached below, once every rank knows the run id
     checkpoint = ModelCheckpoint(dirpath=None, filename="last", save_last=False, save_top_k=1, every_n_epochs=1, enable_version_counter=False)
-    trainer = assemble.trainer(cfg, False, [checkpoint, CleanTrainError(), FinalTestError(), *callbacks, *_first_step_stamp()])
+    trainer = assemble.trainer(cfg, False, [checkpoint, CleanTrainError(), FinalTestError(), ToggleDiagnostics(), *callbacks, *_first_step_stamp()])
     rank0 = trainer.global_rank == 0
     # only rank 0 opens the store before the run exists: under torchrun two ranks
     # opening a new SQLite store at once both try to create its tables
