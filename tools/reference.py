@@ -1,5 +1,7 @@
-"""An independent reference for the bench: the small CIFAR-10 network (or, on a GPU,
-the paper's AlexNet) trained in a plain PyTorch loop, written from torch alone (import-linter keeps this file free of the
+"""An independent reference for the bench: the small CIFAR-10 network with each of the
+ablations' layer choices (activation, normalisation, pooling, dropout, groups), the
+tutorial's network at 224 px, or, on a GPU, the paper's AlexNet, trained in a plain
+PyTorch loop, written from torch alone (import-linter keeps this file free of the
 project's code), the way a performance-minded engineer would for the device.
 
 Its own network definition, its own batching of images resident on the device, its own
@@ -10,19 +12,92 @@ on the weights only. `step()` trains on one batch.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
 
-def small_cifar_network(num_classes: int = 10, activation=nn.ReLU) -> nn.Sequential:
-    """Three 5x5 convolutions of 32, 32 and 64 maps, each followed by 3x3/2 max-pooling
-    (ceil mode: 32 -> 16 -> 8 -> 4), and one fully connected layer."""
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 5, padding=2), activation(), nn.MaxPool2d(3, 2, ceil_mode=True),
-        nn.Conv2d(32, 32, 5, padding=2), activation(), nn.MaxPool2d(3, 2, ceil_mode=True),
-        nn.Conv2d(32, 64, 5, padding=2), activation(), nn.MaxPool2d(3, 2, ceil_mode=True),
-        nn.Flatten(), nn.Linear(64 * 4 * 4, num_classes),
-    )  # fmt: skip
+class Tanh(nn.Module):
+    """tanh in place: its gradient needs only its output, and the convolution before it
+    does not need its own output, so the activation can overwrite it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh_(x)
+
+
+class CrossMapLRN(nn.Module):
+    """b_c = a_c / (k + alpha * sum of a_j^2 over the n maps j centred on c) ** beta (the
+    paper's section 3.3). The window sum is a 1x1 convolution with a banded 0/1 matrix:
+    one matrix product over the pixels in channels-last memory."""
+
+    def __init__(self, channels: int, n: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0):
+        super().__init__()
+        i = torch.arange(channels)
+        band = ((i.view(-1, 1) - i.view(1, -1)).abs() <= n // 2).float()
+        self.register_buffer("band", band.view(channels, channels, 1, 1))
+        self.alpha, self.beta, self.k = alpha, beta, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        window = nn.functional.conv2d(x * x, self.band)
+        return x * (window * self.alpha + self.k).pow(-self.beta)
+
+
+def _activation(name: str) -> nn.Module:
+    return {"relu": lambda: nn.ReLU(inplace=True), "tanh": Tanh}[name]()
+
+
+def _norm(name: str, channels: int, dims: int = 2) -> nn.Module:
+    if name == "lrn":  # across feature maps: none after the dense layers
+        return CrossMapLRN(channels) if dims == 2 else nn.Identity()
+    if name == "batchnorm":
+        return nn.BatchNorm2d(channels) if dims == 2 else nn.BatchNorm1d(channels)
+    return nn.Identity()
+
+
+def _pool(name: str, ceil_mode: bool) -> nn.Module:
+    return nn.MaxPool2d(3, 2, ceil_mode=ceil_mode) if name == "overlapping" else nn.MaxPool2d(2, 2, ceil_mode=ceil_mode)
+
+
+def small_cifar_network(num_classes: int = 10, activation: str = "relu", norm: str = "none", pool: str = "overlapping",
+                        dropout: float = 0.0, groups: int = 1) -> nn.Sequential:  # fmt: skip
+    """Three 5x5 convolutions of 32, 32 and 64 maps, each followed by the activation and
+    max-pooling (ceil mode: 32 -> 16 -> 8 -> 4 with 3x3/2 overlapping windows or 2x2/2
+    ones); the normalisation after the first two pools; the second and third convolutions
+    in `groups` groups; dropout before the one fully connected layer."""
+    layers: list[nn.Module] = []
+    for i, (cin, cout) in enumerate([(3, 32), (32, 32), (32, 64)]):
+        layers += [nn.Conv2d(cin, cout, 5, padding=2, groups=groups if i else 1), _activation(activation), _pool(pool, True)]
+        if i < 2:
+            layers.append(_norm(norm, cout))
+    if dropout:
+        layers += [nn.Flatten(), nn.Dropout(dropout, inplace=True)]  # the flattened channels-last maps are a fresh copy
+    else:
+        layers.append(nn.Flatten())
+    return nn.Sequential(*layers, nn.Linear(64 * 4 * 4, num_classes))
+
+
+def tutorial_network(num_classes: int = 10, activation: str = "relu", norm: str = "batchnorm", pool: str = "non_overlapping",
+                     dropout: float = 0.4, groups: int = 1) -> nn.Sequential:  # fmt: skip
+    """The Keras AlexNet of the tutorial this project grew from, at 224 px: five 'valid'
+    convolutions (96 11x11/4, 256 5x5, 384, 384 and 256 3x3; the second, fourth and fifth
+    in `groups` groups), pooling after the first, second and fifth, the normalisation
+    after every block; three dense layers (4096, 4096, 1000), each followed by the
+    activation, dropout and the normalisation; then the classifier."""
+    layers: list[nn.Module] = []
+    for i, (cin, cout, k, stride, pooled) in enumerate([(3, 96, 11, 4, True), (96, 256, 5, 1, True), (256, 384, 3, 1, False),
+                                                        (384, 384, 3, 1, False), (384, 256, 3, 1, True)]):  # fmt: skip
+        layers += [nn.Conv2d(cin, cout, k, stride=stride, groups=groups if i in (1, 3, 4) else 1), _activation(activation)]
+        if pooled:
+            layers.append(_pool(pool, False))
+        layers.append(_norm(norm, cout))
+    pooled = lambda side: (side - (3 if pool == "overlapping" else 2)) // 2 + 1  # noqa: E731
+    side = pooled(pooled((224 - 11) // 4 + 1) - 4) - 6  # conv1, pool1, conv2, pool2, conv3 to conv5
+    side = pooled(side)  # pool5: 2 (non-overlapping), 1 (overlapping)
+    layers.append(nn.Flatten())
+    for fin, fout in [(256 * side * side, 4096), (4096, 4096), (4096, 1000)]:
+        layers += [nn.Linear(fin, fout), _activation(activation), nn.Dropout(dropout), _norm(norm, fout, dims=1)]
+    return nn.Sequential(*layers, nn.Linear(1000, num_classes))
 
 
 def alexnet_network(num_classes: int = 10) -> nn.Sequential:
@@ -43,12 +118,16 @@ def alexnet_network(num_classes: int = 10) -> nn.Sequential:
 
 class ReferenceLoop:
     """images: uint8 [N, 3, S, S]; labels: int64 [N]. The network's input is `size`
-    (32: the small network, images kept at 32 and padded by 4 for crops; 227: AlexNet,
-    images kept larger). augment: random crops, horizontal flips, and PCA lighting noise
-    (alpha ~ N(0, 0.1) along the RGB covariance's eigenvectors); else the centre crop."""
+    (32: the small network, images kept at 32 and padded by 4 for crops; 224: the
+    tutorial's, 227: AlexNet, images kept larger). arch: "small", "tutorial" or
+    "alexnet" (None: the small network at 32 px, else AlexNet); `layers` (activation,
+    norm, pool, dropout, groups) choose the small or tutorial network's layers.
+    augment: random crops, horizontal flips, and PCA lighting noise (alpha ~ N(0, 0.1)
+    along the RGB covariance's eigenvectors); else the centre crop."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch: int = 128, augment: bool = False, seed: int = 0,
-                 device: str = "cpu", size: int = 32, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4):  # fmt: skip
+                 device: str = "cpu", size: int = 32, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4,
+                 arch: str | None = None, num_classes: int | None = None, **layers):  # fmt: skip
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         self.batch, self.augment, self.size = batch, augment, size
@@ -61,7 +140,14 @@ class ReferenceLoop:
         self.std = pixels.std(1).view(1, 3, 1, 1)
         eigval, eigvec = torch.linalg.eigh(torch.cov(pixels))
         self.lighting = (eigval.clamp_min(0), eigvec)
-        network = small_cifar_network() if size == 32 else alexnet_network(int(labels.max()) + 1)
+        classes = num_classes or int(labels.max()) + 1
+        arch = arch or ("small" if size == 32 else "alexnet")
+        if arch == "small":
+            network = small_cifar_network(classes, **layers)
+        elif arch == "tutorial":
+            network = tutorial_network(classes, **layers)
+        else:
+            network = alexnet_network(classes)
         self.net = network.to(self.device, memory_format=torch.channels_last)
         decay = [p for p in self.net.parameters() if p.dim() > 1]
         rest = [p for p in self.net.parameters() if p.dim() <= 1]
@@ -109,3 +195,51 @@ class ReferenceLoop:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
+
+
+def read_image_folder(folder: Path, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """folder/<class>/<image>, classes in sorted order, as uint8 [N, 3, size, size] and labels."""
+    import numpy as np
+    from PIL import Image
+
+    images, labels = [], []
+    for c, klass in enumerate(sorted(d for d in folder.iterdir() if d.is_dir())):
+        for path in sorted(klass.iterdir()):
+            with Image.open(path) as im:
+                images.append(np.asarray(im.convert("RGB").resize((size, size)) if im.size != (size, size) else im.convert("RGB")))
+            labels.append(c)
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Trains the reference on an image folder for whole epochs and prints each epoch's
+    training images/s: the reference side of a whole-run comparison with `make train`."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(prog="python -m tools.reference", description=main.__doc__)
+    parser.add_argument("root", type=Path, help="a folder holding train/<class>/<image>")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--augment", action="store_true")
+    parser.add_argument("--activation", default="relu", choices=["relu", "tanh"])
+    parser.add_argument("--norm", default="none", choices=["none", "lrn", "batchnorm"])
+    parser.add_argument("--pool", default="overlapping", choices=["overlapping", "non_overlapping"])
+    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--groups", type=int, default=1, choices=[1, 2])
+    args = parser.parse_args(argv)
+    images, labels = read_image_folder(args.root / "train")
+    layers = {"activation": args.activation, "norm": args.norm, "pool": args.pool, "dropout": args.dropout, "groups": args.groups}
+    loop = ReferenceLoop(images, labels, args.batch, args.augment, lr=args.lr, **layers)
+    steps = len(labels) // args.batch
+    for epoch in range(args.epochs):
+        start = time.perf_counter()
+        for _ in range(steps):
+            loop.step()
+        print(f"epoch {epoch + 1}/{args.epochs}  {steps * args.batch / (time.perf_counter() - start):.0f} img/s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -17,11 +17,15 @@ What it measures, and how:
   one with bare steps (suite, bare, suite, bare, ...; a callback runs the bare
   step after each suite step and times it apart), so both see the same machine
   while other processes come and go; figures are median steps, the ratio the
-  median of the step pairs' ratios. On a GPU whole runs alternate, timed between
+  median of the step pairs' ratios over all repeats. On a GPU whole runs alternate, timed between
   synchronisations. Medians over >= 3 repeats. Per-epoch work (validation, the
   checkpoint, epoch metrics) falls outside the timed steps; logging is measured
   on its own. `cifar` at 32 px on the CPU;
   `alexnet` at 227 px in bf16-mixed with channels_last only on a CUDA GPU.
+* Every toggle's path (tools/bench/toggles.py): the same network with one layer choice
+  changed (tanh, LRN, BatchNorm, non-overlapping pooling, dropout, two groups), against
+  the reference with the same change, interleaved as above; and the tutorial's network
+  at 224 px for a few steps, without a goal.
 * MLflow logging: RunLogger.log_metrics timed per call (directly, and every
   call made in the suite runs), as a share of the suite's step time.
 * Data pipeline: images/s of the training loader alone, built as the datamodule

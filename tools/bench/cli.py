@@ -18,6 +18,7 @@ from tools import bench
 from tools.bench.common import FULL, QUICK, REFERENCE_TOGGLES, bench_config, machine, median, memo_shapes, progress
 from tools.bench.overheads import FirstStep, data_pipeline, demo_time, log_metrics_cost
 from tools.bench.report import goals, keep_up, render
+from tools.bench.toggles import toggle_rows
 from tools.bench.training import channels_last_speedup, compare, peak_gflops, training_gflops
 
 
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             result["cifar"] = compare(plain, sizes, w, n, "reference, no augmentation")
             augmented = bench_config("cifar", n_threads, False, *small, (*REFERENCE_TOGGLES, "data.augment=paper"))
             result["cifar_paper"] = compare(augmented, sizes, w, n, "reference, paper's augmentation")
+            result["toggles"] = toggle_rows(sizes, n_threads)
             result["cifar_component"] = compare(plain, sizes, w, n, "component loop", against="component")
             profile = bench_config("cifar", n_threads, False, *small, ("model.init=default",))  # the cifar profile's network
             result["channels_last"] = channels_last_speedup(profile, sizes, w, n)

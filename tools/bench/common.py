@@ -17,7 +17,7 @@ from pathlib import Path
 from ablations.train.config import Config, load_config
 
 # Goals (the issue "Performance: measured side by side with bare PyTorch").
-GOAL_RATIO = 0.97  # suite / independent reference, the small network on the CPU, no augmentation
+GOAL_RATIO = 0.97  # suite / independent reference, the small network on the CPU, no augmentation, every toggle's path
 GOAL_RATIO_AUGMENTED = 0.90  # the same with the paper's augmentation
 GOAL_CHANNELS_LAST = 1.2  # the default memory format against channels_last=false
 GOAL_LOGGING = 0.01  # MLflow logging time / training time at the default log_every_n_steps
@@ -39,10 +39,13 @@ class Sizes:
     big_pipeline_calls: int  # BatchPipeline calls timed per measurement, 227 px
     gpu_warmup: int
     gpu_steps: int
+    tutorial_batch: int  # the tutorial's network at 224 px, one repeat
+    tutorial_warmup: int
+    tutorial_steps: int
 
 
-FULL = Sizes(8192, 128, 4, 16, 3, 20, 8, 9, 128, 3, 10, 40)
-QUICK = Sizes(256, 32, 1, 2, 1, 3, 2, 1, 8, 1, 2, 3)
+FULL = Sizes(8192, 128, 4, 16, 3, 20, 8, 9, 128, 3, 10, 40, 16, 2, 6)
+QUICK = Sizes(256, 32, 1, 2, 1, 3, 2, 1, 8, 1, 2, 3, 2, 1, 1)
 AUGMENTS = ("none", "paper", "extended")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tools.bench.common import GOAL_CHANNELS_LAST, GOAL_INLINE_LOADER, GOAL_LOGGING, GOAL_RATIO, GOAL_RATIO_AUGMENTED, GOAL_WORKER_HEADROOM, fmt_rate
+from tools.bench.toggles import TOGGLES
 
 
 def render(r: dict) -> str:
@@ -35,6 +36,16 @@ def render(r: dict) -> str:
         row(f"suite, {what}", fmt_rate(x["suite_img_per_s"]), f"{x['suite_step_s'] * 1000:.0f} ms/step; {runs(x['suite_runs'])}")
         row(f"independent reference, {what}", fmt_rate(x["bare_img_per_s"]), f"{x['bare_step_s'] * 1000:.0f} ms/step; {runs(x['bare_runs'])}")
         row(f"suite / reference, {what}", f"{x['ratio']:.3f}", f"median over step pairs; {runs(x['ratios'], lambda v: f'{v:.3f}')}")
+    add("each toggle's path: the network above with one layer choice changed, no augmentation, against the reference")
+    add("with the same change (its own layers: tools/reference.py), interleaved as above")
+    for name, x in r["toggles"].items():
+        goal = name in TOGGLES
+        row(
+            f"{name}: suite / reference",
+            f"{x['ratio']:.3f}",
+            f"suite {fmt_rate(x['suite_img_per_s'])}, reference {fmt_rate(x['bare_img_per_s'])} img/s; "
+            + (runs(x["ratios"], lambda v: f"{v:.3f}") if goal else f"batch {x['batch']}, {x['steps']} step pairs, no goal"),
+        )
     x = r["cifar_component"]
     row("component loop (suite's network, pipeline)", fmt_rate(x["bare_img_per_s"]), "what Lightning, MLflow and the loader add:")
     row("suite / component loop, no augmentation", f"{x['ratio']:.3f}", f"median over step pairs; {runs(x['ratios'], lambda v: f'{v:.3f}')}")
@@ -110,6 +121,11 @@ def goals(r: dict) -> list[tuple[bool, str]]:
     return [
         (c["ratio"] >= GOAL_RATIO, f"suite / independent reference >= {GOAL_RATIO}, no augmentation, CPU: {c['ratio']:.3f}"),
         (p["ratio"] >= GOAL_RATIO_AUGMENTED, f"suite / independent reference >= {GOAL_RATIO_AUGMENTED}, paper's augmentation, CPU: {p['ratio']:.3f}"),
+        *[
+            (x["ratio"] >= GOAL_RATIO, f"suite / independent reference >= {GOAL_RATIO}, {name}, CPU: {x['ratio']:.3f}")
+            for name, x in r["toggles"].items()
+            if name in TOGGLES
+        ],
         (cl["ratio"] >= GOAL_CHANNELS_LAST, f"default memory format >= {GOAL_CHANNELS_LAST}x channels_last=false, cifar profile network: {cl['ratio']:.2f}x"),
         (
             lg["amortised_share"] < GOAL_LOGGING,

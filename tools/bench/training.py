@@ -153,37 +153,42 @@ def bare_once(loop: BareLoop, warmup: int, steps: int) -> dict:
     return {"step_s": step_time(walls, gpu), "steps_s": walls}
 
 
-def compare(cfg: Config, sizes: Sizes, warmup: int, steps: int, label: str, against: str = "reference") -> dict:
+def compare(cfg: Config, sizes: Sizes, warmup: int, steps: int, label: str, against: str = "reference", reference: dict | None = None,
+            repeats: int | None = None) -> dict:  # fmt: skip
     """Suite against a bare loop, in `sizes.repeats` repeats; medians over the repeats.
     against="reference": the independent loop of tools/reference.py (its own network,
     batching, normalisation and augmentation); "component": BareLoop, built from the
     suite's own network and batch pipeline (what Lightning, MLflow and the loader add).
     On the CPU each repeat is one suite run whose steps alternate one by one with
     bare steps (suite, bare, suite, bare, ...), so that both see the same machine
-    even when other processes come and go; its ratio is the median of the
-    step pairs' ratios. On a GPU, where a step is not timed alone without
-    synchronising, whole runs alternate (suite, bare, suite, bare, ...)."""
+    even when other processes come and go; the ratio is the median of the
+    step pairs' ratios, pooled over the repeats (each repeat's own is kept too). On a GPU, where a step is not timed alone without
+    synchronising, whole runs alternate (suite, bare, suite, bare, ...). `reference`:
+    keyword arguments of ReferenceLoop that choose its network (arch, layers);
+    `repeats`: instead of `sizes.repeats`."""
     from ablations.train.assemble import datamodule
 
     gpu = cfg.trainer.accelerator == "gpu"
+    repeats = repeats or sizes.repeats
     dm = datamodule(cfg)
     dm.setup("fit")  # the same in-memory data the suite's datamodule gets (memo_shapes)
     train = dm.splits.train
     runs = []
-    for r in range(sizes.repeats):
+    for r in range(repeats):
         if against == "reference":
             from ablations.train.assemble import image_size
             from tools.reference import ReferenceLoop
 
             device = "cuda" if gpu else "cpu"
             augment = cfg.data.augment != "none"
-            bare = ReferenceLoop(train.images, train.labels, cfg.data.batch_size, augment, cfg.seed, device, image_size(cfg), cfg.optim.lr)
+            bare = ReferenceLoop(train.images, train.labels, cfg.data.batch_size, augment, cfg.seed, device, image_size(cfg), cfg.optim.lr,
+                                 num_classes=dm.num_classes, **(reference or {}))  # fmt: skip
         else:
             bare = BareLoop(cfg, train.images, train.labels, dm.stats, dm.num_classes)
-        progress(f"{label}: repeat {r + 1}/{sizes.repeats}: suite run" + ("" if gpu else " with bare steps interleaved"))
+        progress(f"{label}: repeat {r + 1}/{repeats}: suite run" + ("" if gpu else " with bare steps interleaved"))
         run = suite_once(cfg, warmup, steps, f"{label}-suite-{r}", None if gpu else bare)
         if gpu:
-            progress(f"{label}: repeat {r + 1}/{sizes.repeats}: bare run")
+            progress(f"{label}: repeat {r + 1}/{repeats}: bare run")
             alone = bare_once(bare, warmup, steps)
             run |= {"bare_step_s": alone["step_s"], "bare_steps_s": alone["steps_s"], "ratio": alone["step_s"] / run["step_s"]}
         runs.append(run)
@@ -192,7 +197,9 @@ def compare(cfg: Config, sizes: Sizes, warmup: int, steps: int, label: str, agai
     return {
         "suite_img_per_s": median([b / x["step_s"] for x in runs]),
         "bare_img_per_s": median([b / x["bare_step_s"] for x in runs]),
-        "ratio": median([x["ratio"] for x in runs]),
+        # CPU: every step pair of every repeat at once (a noisy repeat weighs as many pairs as it has);
+        # GPU: the repeats' ratios
+        "ratio": median([x["ratio"] for x in runs] if gpu else [b / s for x in runs for s, b in zip(x["steps_s"], x["bare_steps_s"], strict=True)]),
         "ratios": [x["ratio"] for x in runs],
         "suite_runs": [b / x["step_s"] for x in runs],
         "bare_runs": [b / x["bare_step_s"] for x in runs],
@@ -204,7 +211,7 @@ def compare(cfg: Config, sizes: Sizes, warmup: int, steps: int, label: str, agai
         "interleaved": "runs" if gpu else "steps",
         "warmup": warmup,
         "steps": steps,
-        "repeats": sizes.repeats,
+        "repeats": repeats,
         "batch": b,
         "steps_per_epoch": len(train.labels) // b,
         "log_every_n_steps": cfg.trainer.log_every_n_steps,
