@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from core.errors import ConfigError
-from lightning_modules.layers import ACTIVATIONS, NORMS, POOLS, PaperLRN
+from lightning_modules.layers import ACTIVATIONS, NORMS, POOLS, InplaceTanh, PaperLRN
 from lightning_modules.networks import ARCHS, ModelConfig, build_network, input_size
 from lightning_modules.summary import format_table, layer_table
 
@@ -137,7 +137,7 @@ def test_lrn_matches_the_paper_equation():
 # ------------------------------------------------------------------ every toggle value reaches the network
 
 SIZES = {"alexnet": 99, "cifar": 32, "tutorial": 224}
-ACTIVATION_TYPES = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU}
+ACTIVATION_TYPES = {"relu": nn.ReLU, "tanh": InplaceTanh, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU}
 
 
 def _net(arch: str, **toggle):
@@ -146,6 +146,22 @@ def _net(arch: str, **toggle):
 
 def _layers(net, kind):
     return [m for m in net.modules() if isinstance(m, kind)]
+
+
+def test_inplace_tanh_gives_tanh_and_its_gradient():
+    """The suite's tanh overwrites the convolution's output: the same values and gradients
+    as torch's out-of-place layer."""
+    torch.manual_seed(0)
+    conv, x = nn.Conv2d(3, 4, 3), torch.randn(2, 3, 8, 8)
+    outs, grads = [], []
+    for act in (nn.Tanh(), InplaceTanh()):
+        conv.zero_grad()
+        y = act(conv(x))
+        (y * torch.arange(y.numel()).view_as(y)).sum().backward()
+        outs.append(y.detach())
+        grads.append(conv.weight.grad.clone())
+    assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])
+    assert isinstance(InplaceTanh(), nn.Tanh)  # what tools.saturation hooks
 
 
 def test_every_activation_value_reaches_every_activation_layer():

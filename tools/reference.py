@@ -162,7 +162,7 @@ class ReferenceLoop:
             self.position = 0
         idx = self.order[self.position : self.position + self.batch]
         self.position += self.batch
-        return self.images[idx], self.labels[idx]
+        return self.images.index_select(0, idx), self.labels.index_select(0, idx)  # whole rows copied, not element by element
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         b, g = x.shape[0], self.generator

@@ -27,6 +27,7 @@ from ablations.train import assemble
 from ablations.train.config import Config, load_config
 from core import paths
 from core.errors import EXIT_FAILED, EXIT_INTERRUPTED, USAGE_ERRORS, ConfigError, run_command
+from core.malloc import keep_freed_memory
 
 RUN_ID_ENV = "ABLATION_RUN_ID"  # the MLflow run every rank of a multi-process run trains into
 FIRST_STEP_ENV = "ABLATION_FIRST_STEP_STAMP"  # set by the bench, which times start-up
@@ -237,6 +238,7 @@ def run(
                 tracking.set_running(run_id)
             _log_inputs(run_id, dm)
             monitor = _system_metrics(run_id, cfg, resumed=given_run is not None)
+        keep_freed_memory()  # no page faults for the buffers every step allocates again (core/malloc.py)
         resume = str(last) if last.exists() else None
         if resume and rank0:
             print(f"resuming from {last}", flush=True)
