@@ -13,6 +13,8 @@ PARALLEL ?= 1
 DATA ?=
 ARGS ?=
 FORCE ?=
+FROM ?=
+VARIANTS ?=
 TUNE ?=
 LAUNCHER ?= local
 SLURM ?=
@@ -27,7 +29,7 @@ BACKEND_STORE ?= sqlite:///$(CURDIR)/mlflow-server.db
 ARTIFACTS ?= $(CURDIR)/mlartifacts
 
 ABLATIONS := $(sort $(basename $(notdir $(wildcard configs/ablations/*.yaml))))
-STUDY_FLAGS = $(if $(PROFILE),--profile $(PROFILE)) $(if $(SEEDS),--seeds "$(SEEDS)") --gpus $(GPUS) --parallel $(PARALLEL) $(if $(FORCE),--force) $(if $(TUNE),--tune) \
+STUDY_FLAGS = $(if $(PROFILE),--profile $(PROFILE)) $(if $(SEEDS),--seeds "$(SEEDS)") $(if $(VARIANTS),--variants "$(VARIANTS)") --gpus $(GPUS) --parallel $(PARALLEL) $(if $(FORCE),--force) $(if $(TUNE),--tune) \
 	--launcher $(LAUNCHER) $(if $(SLURM),--slurm "$(SLURM)") $(if $(NO_WAIT),--no-wait) \
 	$(if $(DATA),data.name=$(DATA)) $(ARGS)
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
@@ -37,7 +39,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 help: ## list the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo
-	@echo "  variables: PROFILE=demo (smoke|demo|cifar|paper|tutorial; an ablation file may name its own)  SEEDS=3 or 0,1,2 or auto  GPUS=0  PARALLEL=1  DATA=shapes  ARGS=\"key=value ...\"  FORCE=1  TUNE=1  LAUNCHER=local|slurm  SLURM=\"key=value ...\"  NO_WAIT=1"
+	@echo "  variables: PROFILE=demo (smoke|demo|cifar|paper|tutorial; an ablation file may name its own)  SEEDS=3 or 0,1,2 or auto  VARIANTS=a,b  GPUS=0  PARALLEL=1  DATA=shapes  ARGS=\"key=value ...\"  FORCE=1  TUNE=1  LAUNCHER=local|slurm  SLURM=\"key=value ...\"  NO_WAIT=1"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -76,8 +78,11 @@ ablate-%: install ## run one ablation study: make ablate-activation PROFILE=smok
 ablate-all: install ## run every ablation study in configs/ablations/
 	@status=0; for a in $(ABLATIONS); do $(PY) -m ablations.study $$a $(STUDY_FLAGS) || status=1; done; exit $$status
 
-report-%: install ## (re)write the report of the newest study: make report-activation
-	$(PY) -m ablations.report $*
+report-%: install ## (re)write the report of the newest study: make report-activation (FROM=docs/results/activation: from its shipped evidence)
+	$(PY) -m ablations.report $* $(if $(FROM),--from $(FROM))
+
+publish-%: install ## ship the newest study's evidence and its report rebuilt from it in docs/results/NAME/
+	$(PY) -m ablations.report $* --publish docs/results
 
 backfill-%: install ## measure the clean training error of a study's runs that predate it: make backfill-dropout (PRECISE_BN=1: errors with BatchNorm's statistics recomputed)
 	$(PY) -m ablations.train.backfill $* $(if $(PRECISE_BN),--precise-bn)

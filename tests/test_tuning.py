@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import os
 import subprocess
-from types import SimpleNamespace
 
 import pytest
 
@@ -129,12 +128,12 @@ def test_candidate_values_read_back_as_the_grid_wrote_them():
     """Tags hold str(value): the grid's own values come back (False is not bool('False'),
     0.0005 is not int('0.0005') because the grid starts with 0), Optuna's as floats."""
     grid = parse_tune({"space": {"data.ten_crop": [False, True], "optim.weight_decay": [0, 0.0005]}}, "x")
-    run = SimpleNamespace(data=SimpleNamespace(tags={"tune.data.ten_crop": "False", "tune.optim.weight_decay": "0.0005"}))
-    assert read._values(run, grid) == {"data.ten_crop": False, "optim.weight_decay": 0.0005}
-    run.data.tags["tune.optim.weight_decay"] = "0"
-    assert read._values(run, grid)["optim.weight_decay"] == 0
+    tags = {"tune.data.ten_crop": "False", "tune.optim.weight_decay": "0.0005"}
+    assert read._values(tags, grid) == {"data.ten_crop": False, "optim.weight_decay": 0.0005}
+    tags["tune.optim.weight_decay"] = "0"
+    assert read._values(tags, grid)["optim.weight_decay"] == 0
     optuna = parse_tune({"space": {"optim.lr": {"min": 0.001, "max": 0.1}}, "search": "optuna"}, "x")
-    assert read._values(SimpleNamespace(data=SimpleNamespace(tags={"tune.optim.lr": "0.0123"})), optuna) == {"optim.lr": 0.0123}
+    assert read._values({"tune.optim.lr": "0.0123"}, optuna) == {"optim.lr": 0.0123}
 
 
 def test_optuna_search_trains_its_trials_and_tells_each_once():

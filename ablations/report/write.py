@@ -22,7 +22,8 @@ from ablations.analysis.sequential import SeedBounds
 from ablations.analysis.study import StudyResult, analyse_study
 from ablations.report import factorial, plots
 from ablations.report import render as render_md
-from ablations.report.read import candidates, read_run
+from ablations.report import evidence
+from ablations.report.read import StudyData, candidates, study_from_mlflow
 from ablations.report.summary import write_summary
 from ablations.spec import DEFAULT_DELTA, DEFAULT_METRIC, Tune, load_ablation
 from core import paths
@@ -37,33 +38,17 @@ def _link(parent) -> str:
     return tracking.study_link(eid, pid) if tracking.VIEW + pid in tags else ""
 
 
-def collect(name: str, parent_id: str | None = None) -> tuple[list[RunResult], dict]:
-    """The FINISHED runs of the ablation's newest study (or of `parent_id`), and the study's facts."""
+def collect(name: str, parent_id: str | None = None) -> StudyData:
+    """The ablation's newest study (or the study `parent_id`) as its store holds it."""
     parent = tracking.get_run(parent_id) if parent_id else tracking.newest_study(name)
     if parent is None:
         raise ConfigError(f"no '{name}' study in {tracking.tracking_uri()}: run `make ablate-{name}` first")
-    # (stores written before 609e4e4 also hold aggregate runs, tagged aggregate=true)
-    runs = [r for r in tracking.study_children(parent) if r.info.status == "FINISHED" and r.data.tags.get("aggregate") != "true"]
-    runs = [r for r in runs if r.data.tags.get(tracking.TUNING) != "true"]
-    params = parent.data.params
-    meta = {
-        "parent_id": parent.info.run_id,
-        "parent_name": parent.info.run_name,
-        "profile": parent.data.tags.get(tracking.PROFILE, ""),
-        "variants": [v for v in params.get("variants", "").split(",") if v],
-        "overrides": params.get("overrides", ""),
-        "seeds": params.get("seeds", ""),
-        "tuned": parent.data.tags.get(tracking.TUNED) == "true",
-        "link": _link(parent),
-        "adaptive": json.loads(parent.data.tags[tracking.ADAPTIVE_SEEDS]) if tracking.ADAPTIVE_SEEDS in parent.data.tags else None,
-    }
-    return [read_run(r) for r in runs], meta
+    return study_from_mlflow(name, parent, _link(parent))
 
 
 def render(name: str, description: str, result: StudyResult, meta: dict, plot_files: list[str], tuning_lines: list[str]) -> str:
     lines = [f"# Ablation: {name}", ""] + ([description, ""] if description else [])
-    lines += [f"Study run `{meta['parent_name']}` ({meta['parent_id']}), profile `{meta['profile'] or 'none'}`, store `{tracking.tracking_uri()}`. "
-              "Errors in %, as mean ± standard deviation over seeds [95% interval of the mean]; differences in points.", ""]  # fmt: skip
+    lines += [_provenance(meta) + "Errors in %, as mean ± standard deviation over seeds [95% interval of the mean]; differences in points.", ""]  # fmt: skip
     lines += _browse(meta) + render_md.how(result) + render_md.main_table(result) + tuning_lines + [""]
     lines += render_md.speed_table(result) + render_md.diagnostics_section(result) + render_md.precise_bn_section(result, name)
     lines += ["", *render_md.curves_section(result)] if result.curves else []
@@ -101,11 +86,10 @@ def _value(x) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
-def tuning_section(name: str, tune: Tune, meta: dict, result: StudyResult, folder: Path) -> tuple[list[str], list[str]]:
+def tuning_section(name: str, tune: Tune, study: StudyData, result: StudyResult, folder: Path) -> tuple[list[str], list[str]]:
     """The tuned values, the sensitivity plot, edge warnings and, when the ablation also
     has a study at one shared value, both comparisons side by side. (Markdown lines, plot files.)"""
-    parent = tracking.get_run(meta["parent_id"])
-    found = candidates(tracking.tuning_runs(parent), tune)
+    found = candidates(study.tuning, tune)
     order = result.order
     chosen = tuning.choose(found, tune, order)
     key = next(iter(tune.space))
@@ -133,13 +117,12 @@ def tuning_section(name: str, tune: Tune, meta: dict, result: StudyResult, folde
             score = f"{best.score[0] * 100:.2f}" if tune.objective == "val_err1" else f"{best.score[0]:.2f}"
         lines.append(render_md.row([v, ", ".join(f"{k}={_value(x)}" for k, x in chosen.get(v, {}).items()), score, sum(c.variant == v for c in found)]))
     lines += ["", *(f"- **Warning:** {w}." for w in tuning.at_edge(tune, chosen)), "", "![sensitivity.png](sensitivity.png)"]
-    shared_run = tracking.newest_study(name, tuned=False, finished=True)
-    if shared_run is not None:
-        results, _ = collect(name, shared_run.info.run_id)
+    if study.shared is not None:
+        results = study.shared.results()
         shared = analyse_study(name, results, order, result.baseline, result.compare, result.metric, result.delta) if results else None
         shared_value = results[0].params.get(key, "?") if results else "?"
         lines += ["", f"### At one shared {key} and each at its best", "",
-                  f"The newest study of this ablation at the shared {key} ({shared_value}), `{shared_run.info.run_name}`, beside this one.", "",
+                  f"The newest study of this ablation at the shared {key} ({shared_value}), `{study.shared.parent_name}`, beside this one.", "",
                   render_md.row(["variant", "shared: val top-1 err", "shared: epochs to 25%", "shared: ratio", f"tuned: {key}", "tuned: val top-1 err",
                         "tuned: epochs to 25%", "tuned: ratio"]), "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in result.variants:
@@ -150,7 +133,10 @@ def tuning_section(name: str, tune: Tune, meta: dict, result: StudyResult, folde
     return lines, ["sensitivity.png"]
 
 
-def write_report(name: str, parent_id: str | None = None, config_dir: Path | None = None, out_dir: Path | None = None) -> Path:
+def write_report(name: str, parent_id: str | None = None, config_dir: Path | None = None, out_dir: Path | None = None,
+                 study: StudyData | None = None) -> Path:
+    """Writes out_dir/name/ (report.md, report.html, summary.json, plots) from `study`, or from
+    the store's newest study of the ablation (or `parent_id`), whose parent run then gets it too."""
     out_dir = out_dir or paths.reports_dir()
     try:
         ablation = load_ablation(name, config_dir)
@@ -160,7 +146,11 @@ def write_report(name: str, parent_id: str | None = None, config_dir: Path | Non
     except ConfigError:  # the file is gone; report what MLflow holds
         description, baseline, declared, tune, compare, design = "", None, [], None, {}, None
         metric, delta = DEFAULT_METRIC, DEFAULT_DELTA[DEFAULT_METRIC]
-    results, meta = collect(name, parent_id)
+    from_store = study is None
+    study = study or collect(name, parent_id)
+    results, meta = study.results(), study.meta
+    meta["log"] = from_store
+    meta["subset"] = bool(declared and meta["variants"] and set(meta["variants"]) < set(declared))  # VARIANTS=...
     if not results:
         raise ConfigError(f"the {'' if parent_id else 'newest '}'{name}' study has no finished runs to report")
     folder = out_dir / name
@@ -178,12 +168,17 @@ def write_report(name: str, parent_id: str | None = None, config_dir: Path | Non
     files = _plots(results, result, order, folder, name)
     tuning_lines: list[str] = []
     if meta["tuned"] and tune is not None:
-        tuning_lines, more = tuning_section(name, tune, meta, result, folder)
+        tuning_lines, more = tuning_section(name, tune, study, result, folder)
         files += more
     text = render(name, description, result, meta, files, tuning_lines)
     changes = {v: _changes(results, v, result.row(v).reference) for v in order}
     hashes = {r.variant: r.variant_hash for r in results}
     return _finish(name, folder, text, files, render_md.summary_entry(result, meta, changes, hashes), meta, out_dir)
+
+
+def _provenance(meta: dict) -> str:
+    where = f"store `{meta['store']}`" if meta["log"] else f"exported from store `{meta['store']}` into `{evidence.FILE}` beside this report"
+    return f"Study run `{meta['parent_name']}` ({meta['parent_id']}), profile `{meta['profile'] or 'none'}`, {where}. "
 
 
 def _browse(meta: dict) -> list[str]:
@@ -216,14 +211,16 @@ def _reproduce(name: str, meta: dict) -> str:
     command = f"make ablate-{name}"
     command += f" PROFILE={meta['profile']}" if meta["profile"] else ""
     command += f" SEEDS={meta['seeds']}" if meta.get("seeds") else ""
+    command += f" VARIANTS={','.join(meta['variants'])}" if meta.get("subset") else ""
     command += f' ARGS="{meta["overrides"]}"' if meta.get("overrides") else ""
     command += " TUNE=1" if meta.get("tuned") else ""
-    return f"Reproduce: `{command}` (add PARALLEL=k to run k at a time); regenerate: `make report-{name}`."
+    again = f"`make report-{name}`" if meta["log"] else f"`make report-{name} FROM=<this folder>` (from `{evidence.FILE}` alone)"
+    return f"Reproduce: `{command}` (add PARALLEL=k to run k at a time); regenerate: {again}."
 
 
 def _factorial_report(name: str, description: str, design, results: list[RunResult], meta: dict, folder: Path) -> tuple[str, list[str], dict]:
     lines = [f"# Ablation: {name} (factorial)", ""] + ([description, ""] if description else [])
-    lines += [f"Study run `{meta['parent_name']}` ({meta['parent_id']}), profile `{meta['profile'] or 'none'}`, store `{tracking.tracking_uri()}`.", ""]
+    lines += [_provenance(meta).rstrip(), ""]
     lines += _browse(meta)
     body, files, analysis = factorial.section(results, design, folder, name)
     lines += body + ["", _reproduce(name, meta), ""]
@@ -240,7 +237,7 @@ def _finish(name: str, folder: Path, text: str, files: list[str], entry: dict, m
     (folder / "report.md").write_text(text)
     (folder / "report.html").write_text(_html(text, folder))
     (folder / "summary.json").write_text(json.dumps(entry, indent=1, default=float))
-    for f in ["report.md", "report.html", "summary.json", *files]:
+    for f in ["report.md", "report.html", "summary.json", *files] if meta["log"] else []:
         tracking.log_artifact(meta["parent_id"], str(folder / f), "report")
     write_summary(out_dir)
     return folder / "report.md"
@@ -250,8 +247,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name")
     parser.add_argument("--config-dir", type=Path, default=None, help="default: configs/ ($ABLATION_CONFIGS)")
+    parser.add_argument("--from", dest="source", type=Path, default=None, metavar="DIR",
+                        help="rebuild from a published study's evidence file in DIR (e.g. docs/results/NAME), in place; no store is read")  # fmt: skip
+    parser.add_argument("--publish", type=Path, default=None, metavar="DIR",
+                        help="export the newest study into DIR/NAME/evidence.json.gz and write its report there from that file")  # fmt: skip
     args = parser.parse_intermixed_args(argv)
-    path = write_report(args.name, config_dir=args.config_dir)
+    if args.source and args.publish:
+        raise ConfigError("--from and --publish exclude each other: publish a study from the store, or rebuild a published one")
+    if args.source:
+        study = evidence.load(args.source, args.name)
+        path = write_report(args.name, config_dir=args.config_dir, out_dir=args.source.resolve().parent, study=study)
+    elif args.publish:
+        folder = args.publish / args.name
+        evidence.save(collect(args.name), folder)
+        path = write_report(args.name, config_dir=args.config_dir, out_dir=args.publish, study=evidence.load(folder, args.name))
+        print(f"evidence: {evidence.path_in(folder)}")
+    else:
+        path = write_report(args.name, config_dir=args.config_dir)
     print(path.read_text())
     print(f"report: {path}")
     return 0

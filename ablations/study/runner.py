@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ablations import tracking
@@ -181,11 +182,22 @@ class Executor:
         return sorted(outcomes, key=lambda o: order[id(o.spec)]), False
 
 
+def only(ablation, variants: list[str]):
+    """The ablation restricted to `variants`, with the baseline and each one's reference (VARIANTS=a,b)."""
+    unknown = [v for v in variants if v not in ablation.variants]
+    if unknown or ablation.design is not None:
+        why = "a factorial study runs all its cells" if ablation.design is not None else f"no variant {', '.join(unknown)} in {ablation.path}"
+        raise ConfigError(f"VARIANTS={','.join(variants)}: {why}; its variants are {', '.join(ablation.variants)}")
+    keep = {ablation.baseline, *variants, *(ablation.reference(v) for v in variants)}
+    return replace(ablation, variants={k: v for k, v in ablation.variants.items() if k in keep},
+                   compare={k: r for k, r in ablation.compare.items() if k in keep})  # fmt: skip
+
+
 class Study:
     def __init__(self, name: str, profile: str | None = None, args: list[str] | None = None, seeds: list[int] | None = None,
                  gpus: int = 0, parallel: int = 1, force: bool = False, config_dir: Path | None = None, launcher=None,
-                 tune: bool = False, auto: bool = False):  # fmt: skip
-        self.ablation = load_ablation(name, config_dir)
+                 tune: bool = False, auto: bool = False, variants: list[str] | None = None):  # fmt: skip
+        self.ablation = only(load_ablation(name, config_dir), variants) if variants else load_ablation(name, config_dir)
         self.adaptive = adaptive.bounds(self.ablation, seeds, auto, getattr(launcher, "no_wait", False))  # None: fixed seeds
         seeds = adaptive.first_seeds(self.adaptive) if self.adaptive else seeds  # adaptive: round 1's
         self.profile = profile or self.ablation.profile  # the file's own, unless PROFILE says otherwise
@@ -360,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slurm", default="", help='with --launcher slurm: "key=value ..." over configs/launchers/slurm.yaml')
     parser.add_argument("--no-wait", action="store_true", help="with --launcher slurm: submit and return; make report-NAME once the jobs are done")
     parser.add_argument("--config-dir", type=Path, default=None, help="default: configs/ ($ABLATION_CONFIGS)")
+    parser.add_argument("--variants", default=None, help="only these variants, comma-separated (the baseline and each one's reference come too)")
     args = parser.parse_intermixed_args(argv)
     auto = (args.seeds or "").strip().lower() == "auto"
     seeds = parse_seeds(args.seeds, "SEEDS") if args.seeds and not auto else None
@@ -374,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
                 "and set MLFLOW_TRACKING_URI (README: Running on a SLURM cluster)")  # fmt: skip
     elif args.no_wait or args.slurm:
         raise ConfigError("NO_WAIT and SLURM=... go with LAUNCHER=slurm")
-    study = Study(args.name, args.profile, args.overrides, seeds, args.gpus, args.parallel, args.force, args.config_dir, launcher, tune=args.tune, auto=auto)
+    study = Study(args.name, args.profile, args.overrides, seeds, args.gpus, args.parallel, args.force, args.config_dir, launcher, tune=args.tune, auto=auto,
+                  variants=[v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None)  # fmt: skip
     study.preflight()
     return study.run()
 
