@@ -8,7 +8,7 @@ from torch import nn
 
 from core.errors import ConfigError
 from lightning_modules.layers import ACTIVATIONS, NORMS, POOLS, InplaceTanh, PaperLRN
-from lightning_modules.networks import ARCHS, ModelConfig, build_network, input_size
+from lightning_modules.networks import ARCHS, CIFAR_FC_HIDDEN, INITS, ModelConfig, build_network, input_size
 from lightning_modules.summary import format_table, layer_table
 
 
@@ -41,6 +41,67 @@ def test_cifar_net_has_the_layers_18pct_trunk():
     rows = {r["layer"]: r for r in layer_table(net, 32)}
     assert [rows[f"conv{i}"]["output"] for i in (1, 2, 3)] == ["32x32x32", "32x16x16", "64x8x8"]
     assert rows["fc4"]["output"] == "10"
+
+
+def _conv_params(cin: int, cout: int, k: int, groups: int = 1) -> int:
+    return cout * (cin // groups) * k * k + cout
+
+
+def _fc_params(fin: int, fout: int) -> int:
+    return fin * fout + fout
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_cifar_fc_puts_dropout_before_two_hidden_layers(groups):
+    """The paper's placement (dropout before fc6 and fc7, each 4096 wide) on the cifar trunk:
+    dropout -> fc4 -> act -> dropout -> fc5 -> act -> fc6, hidden width CIFAR_FC_HIDDEN."""
+    h = CIFAR_FC_HIDDEN
+    net = build_network(ModelConfig(arch="cifar_fc", groups=groups), 10, 32)
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    layers = list(net.classifier.named_children())
+    assert [n for n, _ in layers] == ["drop4", "fc4", "act4", "drop5", "fc5", "act5", "fc6"]
+    drops = [i for i, (_, m) in enumerate(layers) if isinstance(m, nn.Dropout)]
+    assert len(_layers(net, nn.Dropout)) == 2 and len(drops) == 2
+    after = [layers[i + 1][1] for i in drops]  # each dropout feeds a hidden layer, never the output layer
+    assert all(isinstance(m, nn.Linear) and m.out_features == h for m in after)
+    assert (net.classifier.fc4.in_features, net.classifier.fc6.out_features) == (64 * 4 * 4, 10)
+    trunk = _conv_params(3, 32, 5) + _conv_params(32, 32, 5, groups) + _conv_params(32, 64, 5, groups)
+    by_hand = trunk + _fc_params(64 * 4 * 4, h) + _fc_params(h, h) + _fc_params(h, 10)
+    assert by_hand == {1: 871_914, 2: 833_514}[groups]  # at h = 512
+    assert sum(p.numel() for p in net.parameters()) == by_hand
+
+
+def test_cifar_fc_has_the_cifar_trunk_and_initialises_it_alike():
+    """The two networks differ only after the convolutions: at one seed, PyTorch's init gives the
+    same trunk (it is built first); the other inits draw after the whole network is built, so their
+    trunks differ in the draws but not in the rule (the biases say which: all zero, as in cifar)."""
+    nets = {}
+    for arch in ("cifar", "cifar_fc"):
+        torch.manual_seed(0)
+        nets[arch] = build_network(ModelConfig(arch=arch, init="default"), 10, 32).features.state_dict()
+    a, b = nets.values()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for init in INITS:
+        if init != "default":
+            trunks = [build_network(ModelConfig(arch=arch, init=init), 10, 32).features for arch in ("cifar", "cifar_fc")]
+            biases = [{n: m.bias for n, m in t.named_children() if isinstance(m, nn.Conv2d)} for t in trunks]
+            assert biases[0].keys() == biases[1].keys() and all(torch.equal(biases[0][n], biases[1][n]) for n in biases[0]), init
+    assert build_network(ModelConfig(arch="cifar_fc"), 10, 32).bias_one == {"fc4", "fc5"}  # AlexNet's fc6, fc7
+
+
+@pytest.mark.parametrize("arch", ["cifar", "cifar_fc"])
+def test_authors_cifar_init_is_layers_18pct(arch):
+    """conv1 N(0, 1e-4), every other weight N(0, 0.01), biases 0 (each layer has at least 2,400
+    weights: the sample std is within about 3% of sigma, so 10% is a loose bound)."""
+    torch.manual_seed(0)
+    net = build_network(ModelConfig(arch=arch, init="authors_cifar"), 10, 32)
+    weighted = [(n.split(".")[-1], m) for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert weighted[0][0] == "conv1" and len(weighted) == {"cifar": 4, "cifar_fc": 6}[arch]
+    for name, m in weighted:
+        sigma = 1e-4 if name == "conv1" else 0.01
+        assert m.weight.std().item() == pytest.approx(sigma, rel=0.1), name
+        assert abs(m.weight.mean().item()) < 0.1 * sigma, name
+        assert torch.all(m.bias == 0), name
 
 
 def test_summary_ends_with_the_totals():
@@ -136,7 +197,7 @@ def test_lrn_matches_the_paper_equation():
 
 # ------------------------------------------------------------------ every toggle value reaches the network
 
-SIZES = {"alexnet": 99, "cifar": 32, "tutorial": 224}
+SIZES = {"alexnet": 99, "cifar": 32, "cifar_fc": 32, "tutorial": 224}
 ACTIVATION_TYPES = {"relu": nn.ReLU, "tanh": InplaceTanh, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU}
 
 
@@ -179,7 +240,7 @@ def test_every_activation_value_reaches_every_activation_layer():
 
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_every_norm_value_reaches_every_place_the_arch_normalises(arch):
-    places = {"alexnet": 2, "cifar": 2, "tutorial": 5}[arch]  # normalisations after convolutions
+    places = {"alexnet": 2, "cifar": 2, "cifar_fc": 2, "tutorial": 5}[arch]  # normalisations after convolutions
     for name, factory in NORMS.items():
         kind = type(factory(8, 2, 0.1, 1e-5))
         norms = [m for n, m in _net(arch, norm=name).named_modules() if n.split(".")[-1].startswith("norm")]
@@ -218,7 +279,8 @@ def test_dropout_probability_reaches_every_dropout_layer(arch):
 
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_groups_split_the_papers_grouped_convolutions(arch):
-    grouped = {"alexnet": {"conv2", "conv4", "conv5"}, "cifar": {"conv2", "conv3"}, "tutorial": {"conv2", "conv4", "conv5"}}[arch]
+    paper, small = {"conv2", "conv4", "conv5"}, {"conv2", "conv3"}
+    grouped = {"alexnet": paper, "cifar": small, "cifar_fc": small, "tutorial": paper}[arch]
     for g in (1, 2):
         convs = {n.split(".")[-1]: m for n, m in _net(arch, groups=g).named_modules() if isinstance(m, nn.Conv2d)}
         assert {n for n, m in convs.items() if m.groups == 2} == (grouped if g == 2 else set())
