@@ -50,6 +50,7 @@ class TrainAugment:
 TRAIN_AUGMENTS: dict[str, TrainAugment] = {
     "none": TrainAugment(crop=False, flip=False, lighting=0.0),
     "paper": TrainAugment(crop=True, flip=True, lighting=0.1),
+    "crops_flips": TrainAugment(crop=True, flip=True, lighting=0.0),  # the paper's without PCA lighting
     "extended": TrainAugment(crop=True, flip=True, lighting=0.1, sample_pipeline=_extended_sample_pipeline),
 }
 

@@ -39,7 +39,7 @@ def test_every_make_target_named_exists(page):
     targets = set(re.findall(r"^([a-z%-]+):", makefile, re.M))
     ablations = {p.stem for p in (CONFIG_DIR / "ablations").glob("*.yaml")}
     for name in set(re.findall(r"`make ([a-z][a-z0-9_-]*)", text)) | set(re.findall(r"^make ([a-z][a-z0-9_-]*)", text, re.M)):
-        for prefix in ("ablate-", "report-", "backfill-", "power-"):
+        for prefix in ("ablate-", "report-", "backfill-", "power-", "publish-"):
             if name.startswith(prefix) and name != "ablate-all":
                 stem = name[len(prefix) :]
                 assert f"{prefix}%" in targets, f"{page.name} names make {name}, but the Makefile has no {prefix}% rule"

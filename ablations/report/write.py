@@ -20,11 +20,10 @@ from ablations.analysis import tuning
 from ablations.analysis.records import TARGET_TRAIN_ERR, RunResult
 from ablations.analysis.sequential import SeedBounds
 from ablations.analysis.study import StudyResult, analyse_study
-from ablations.report import factorial, plots
+from ablations.report import evidence, factorial, plots
 from ablations.report import render as render_md
-from ablations.report import evidence
 from ablations.report.read import StudyData, candidates, study_from_mlflow
-from ablations.report.summary import write_summary
+from ablations.report.summary import write_scoreboard, write_summary
 from ablations.spec import DEFAULT_DELTA, DEFAULT_METRIC, Tune, load_ablation
 from core import paths
 from core.errors import ConfigError, run_command
@@ -133,8 +132,7 @@ def tuning_section(name: str, tune: Tune, study: StudyData, result: StudyResult,
     return lines, ["sensitivity.png"]
 
 
-def write_report(name: str, parent_id: str | None = None, config_dir: Path | None = None, out_dir: Path | None = None,
-                 study: StudyData | None = None) -> Path:
+def write_report(name: str, parent_id: str | None = None, config_dir: Path | None = None, out_dir: Path | None = None, study: StudyData | None = None) -> Path:
     """Writes out_dir/name/ (report.md, report.html, summary.json, plots) from `study`, or from
     the store's newest study of the ablation (or `parent_id`), whose parent run then gets it too."""
     out_dir = out_dir or paths.reports_dir()
@@ -173,7 +171,18 @@ def write_report(name: str, parent_id: str | None = None, config_dir: Path | Non
     text = render(name, description, result, meta, files, tuning_lines)
     changes = {v: _changes(results, v, result.row(v).reference) for v in order}
     hashes = {r.variant: r.variant_hash for r in results}
-    return _finish(name, folder, text, files, render_md.summary_entry(result, meta, changes, hashes), meta, out_dir)
+    entry = render_md.summary_entry(result, meta, changes, hashes) | _measured_on(results, baseline)
+    return _finish(name, folder, text, files, entry, meta, out_dir)
+
+
+def _measured_on(results: list[RunResult], baseline: str) -> dict[str, str]:
+    """The network and dataset the study measured (its baseline's): the scoreboard matches claims by them.
+    An image folder is named by its folder: imagefolder:cifar10-jpeg."""
+    params = next((r.params for r in results if r.variant == baseline), results[0].params)
+    dataset = params.get("data.name", "?")
+    if dataset == "imagefolder":
+        dataset += ":" + Path(params.get("data.root", "?")).name
+    return {"network": params.get("model.arch", "?"), "dataset": dataset}
 
 
 def _provenance(meta: dict) -> str:
@@ -262,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         evidence.save(collect(args.name), folder)
         path = write_report(args.name, config_dir=args.config_dir, out_dir=args.publish, study=evidence.load(folder, args.name))
         print(f"evidence: {evidence.path_in(folder)}")
+        if args.publish.resolve() == paths.ROOT / "docs" / "results" and write_scoreboard(paths.ROOT / "README.md", args.publish, "docs/results/"):
+            print("README.md: scoreboard regenerated")
     else:
         path = write_report(args.name, config_dir=args.config_dir)
     print(path.read_text())

@@ -11,6 +11,7 @@
     demo: false               # optional: true puts it in `make demo` (first_look.yaml is)
     metric: test_err1         # optional: the primary metric the verdicts use (the test error by
                               # default; val_err1; epochs_to_train_err for Figure 1 studies)
+    claims: []                # optional: the paper's claims it tests (ablations.spec.claims)
     smallest_effect: 0.01     # optional: δ, the smallest difference that matters (an error of 0.01 is
                               # 1 point; for epochs_to_train_err a ratio, e.g. 1.1); "equivalent"
                               # means no difference beyond ±δ
@@ -40,12 +41,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ablations.spec.claims import Claim, parse_claims
 from ablations.spec.design import Design, parse_design
 from core import paths
 from core.config import flatten, read_yaml
 from core.errors import ConfigError
 
-KEYS = {"description", "profile", "baseline", "seeds", "overrides", "compare", "variants", "tune", "factors", "design", "demo", "metric", "smallest_effect"}
+KEYS = {
+    "description",
+    "profile",
+    "baseline",
+    "seeds",
+    "overrides",
+    "compare",
+    "variants",
+    "tune",
+    "factors",
+    "design",
+    "demo",
+    "metric",
+    "smallest_effect",
+    "claims",
+}
 METRICS = ("val_err1", "test_err1", "epochs_to_train_err")  # the primary metric a study's verdicts use
 DEFAULT_METRIC = "test_err1"  # the test split, evaluated once at the end of each run (data.splits=train_val_test)
 DEFAULT_DELTA = {"val_err1": 0.01, "test_err1": 0.01, "epochs_to_train_err": 1.1}  # 1 point of error; a ratio of 1.1
@@ -146,6 +163,7 @@ class Ablation:
     metric: str = DEFAULT_METRIC  # the primary metric of the verdicts
     smallest_effect: float = 0.01  # δ: an error difference (fraction) or, for epochs_to_train_err, a ratio
     seed_bounds: tuple[int, int] | None = None  # seeds: {min, max}: adaptive seeds by default, within these bounds
+    claims: list[Claim] = field(default_factory=list)  # the paper's claims it tests (ablations.spec.claims)
 
     def reference(self, variant: str) -> str:
         return self.compare.get(variant, self.baseline)
@@ -252,5 +270,6 @@ def load_ablation(name: str, config_dir: Path | None = None) -> Ablation:
         metric=metric,
         smallest_effect=float(delta),
         seed_bounds=bounds,
+        claims=parse_claims(raw.get("claims"), str(path), variants, metric, name),
         path=path,
     )
