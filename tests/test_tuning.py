@@ -185,6 +185,7 @@ def test_the_report_shows_the_choice_of_a_variant_that_never_reached_the_target(
     target is still tuned, by its final running training error: the report says so, and
     says what that error was, instead of a bare n/a."""
     from ablations.analysis.study import analyse_study
+    from ablations.report.read import RunData, StudyData
     from ablations.report.write import tuning_section
 
     tune = parse_tune({"space": {"optim.lr": [0.01, 0.1]}, "objective": "epochs_to_train_err", "target": 0.25}, "x")
@@ -192,9 +193,9 @@ def test_the_report_shows_the_choice_of_a_variant_that_never_reached_the_target(
     exp = c.create_experiment("never")
     planted = {"a": {0.01: [0.5, 0.3, 0.28], 0.1: [0.4, 0.2, 0.1]}, "b": {0.01: [0.6, 0.5, 0.4], 0.1: [0.5, 0.4, 0.3]}}
     ids = [_timed(c, exp, variant, lr, errs) for variant, by_lr in planted.items() for lr, errs in by_lr.items()]
-    parent = c.create_run(exp, tags={tracking.TUNING_RUNS: ",".join(ids)}).info.run_id
+    study = StudyData("never", "p", "never", {}, {}, [], [RunData.from_mlflow(c.get_run(i)) for i in ids])
     result = analyse_study("never", [], ["a", "b"], "a", {}, "val_err1", 0.01)
-    lines, plots = tuning_section("never", tune, {"parent_id": parent}, result, tmp_path)
+    lines, plots = tuning_section("never", tune, study, result, tmp_path)
     text = "\n".join(lines)
     assert "| a | optim.lr=0.1 | 1.75 | 2 |" in text
     assert "| b | optim.lr=0.1 | not reached (running train err 30.0 at the end) | 2 |" in text
