@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from ablations.analysis.records import RunResult
 from ablations.report.factorial import analyse
@@ -225,3 +226,42 @@ def test_the_summary_sets_each_main_effect_beside_the_one_at_a_time_result_for_t
     for name in ("dropout", "pooling", "normalization", "augmentation"):
         (tmp_path / name / "summary.json").unlink()
     assert "| study | variant |" not in write_summary(tmp_path).read_text()
+
+
+def test_unequal_cell_variances_switch_to_hc3_standard_errors():
+    """One cell ten times noisier than the rest: Bartlett rejects equal variances, and each effect's
+    standard error is HC3's, (X'X)^-1 X' diag(e^2 / (1 - h)^2) X (X'X)^-1, written out here with numpy."""
+    design = parse_design(FACTORS, {"fraction": 1}, "x")
+    rng = np.random.default_rng(5)
+    runs = planted_runs(design, {("model.norm",): 3.0}, seeds=4, noise=0.2, rng=rng)
+    noisy = next(iter(design.cells()))
+    runs = [RunResult(r.variant, r.seed, r.run_id, {"val_err1": [r.final("val_err1") + rng.normal(0, 0.05)]}) if r.variant == noisy else r for r in runs]
+    analysis = analyse(runs, design, "val_err1")
+    assert analysis.robust and not analysis.variances.pooled and "Bartlett" in analysis.variances.method
+
+    cells = design.cells()
+    rows = [[1.0] + [1.0 if cells[r.variant][k] == design.factors[k][1] else -1.0 for k in design.factors] for r in runs]
+    # the fraction's 7 kept terms: 4 main effects and 3 interaction columns (each aliased with another), then seed blocks
+    kept = design.alias_groups()
+    keys = list(design.factors)
+    X = np.array([[1.0] + [np.prod([row[1 + keys.index(k)] for k in group[0]]) for group in kept] + [1.0 * (r.seed == s) for s in (1, 2, 3)]
+                  for row, r in zip(rows, runs, strict=True)])  # fmt: skip
+    y = np.array([100 * r.final("val_err1") for r in runs])
+    xtx = np.linalg.inv(X.T @ X)
+    beta = xtx @ X.T @ y
+    e = y - X @ beta
+    h = np.einsum("ij,jk,ik->i", X, xtx, X)
+    cov = xtx @ X.T @ np.diag(e**2 / (1 - h) ** 2) @ X @ xtx
+    norm = next(i for i, group in enumerate(kept, start=1) if group[0] == ("model.norm",))
+    effect = next(x for x in analysis.effects if x.term == ("model.norm",))
+    assert effect.effect == pytest.approx(2 * beta[norm])
+    se = 2 * np.sqrt(cov[norm, norm])
+    ratio = (effect.hi - effect.lo) / 2 / se  # the interval's half-width over the HC3 se: a t multiplier at one of Holm's levels
+    multipliers = [stats.t.ppf(1 - 0.05 / k / 2, analysis.residual_df) for k in range(1, 8)]
+    assert any(ratio == pytest.approx(m, rel=1e-6) for m in multipliers), (ratio, multipliers)
+
+
+def test_equal_cell_variances_keep_the_pooled_fit():
+    design = parse_design(FACTORS, {"fraction": 1}, "x")
+    analysis = analyse(planted_runs(design, {("model.norm",): 3.0}, seeds=4, noise=0.2, rng=np.random.default_rng(6)), design, "val_err1")
+    assert not analysis.robust and analysis.variances.pooled

@@ -18,6 +18,7 @@ from ablations.analysis.family import adjust
 from ablations.analysis.stats import Stat
 from ablations.analysis.verdicts import Comparison, Estimate, Verdict, compare
 from ablations.report import render as render_md
+from ablations.report.factorial import LABELS
 from ablations.spec import available, load_ablation
 from ablations.spec.claims import DATASETS, Claim
 from core import paths
@@ -148,7 +149,9 @@ def scoreboard(entries: list[dict], config_dir: Path | None = None, link: str = 
     return ["| the paper's claim | made on | measured | Δ without − with | verdict |", "|---|---|---|---|---|", *rows]
 
 
-def _one_at_a_time(entries: list[dict], profile: str | None, key: str, low: str, high: str) -> list[tuple[str, Stat | None, str | None]]:
+def _one_at_a_time(
+    entries: list[dict], profile: str | None, key: str, low: str, high: str, metric: str = "val_err1"
+) -> list[tuple[str, Stat | None, str | None]]:
     """(ablation/variant, its Δ turned to low -> high, its verdict) for each variant of a study of
     this profile that changes only `key` between these values."""
     found = []
@@ -156,7 +159,7 @@ def _one_at_a_time(entries: list[dict], profile: str | None, key: str, low: str,
         for v in e.get("variants", []):
             change = v.get("changes", {})
             c = v.get("comparison")
-            if set(change) != {key} or not c or c["metric"] != "val_err1":
+            if set(change) != {key} or not c or c["metric"] != metric:
                 continue
             ref, val = change[key]
             d = Stat(c["n"], c["estimate"], c["sd"], c["lo"], c["hi"])
@@ -195,11 +198,12 @@ def write_summary(out_dir: Path | None = None) -> Path | None:
     if rows:
         lines += ["", "| study | variant | reference | seeds | Δ | verdict |", "|---|---|---|---|---|---|", *rows]
     for e in [e for e in entries if e.get("factorial")]:
+        metric = e.get("metric", "val_err1")  # summaries from before the test split: val
         lines += [
             "",
             f"## [{e['ablation']}]({e['ablation']}/report.md): main effects beside one-at-a-time results",
             "",
-            f"{e['design']}. Effect: low → high level, in points of val top-1 error, averaged over the other factors; "
+            f"{e['design']}. Effect: low → high level, in points of {LABELS.get(metric, metric)}, averaged over the other factors; "
             "one-at-a-time: the same change made alone, from that study's baseline.",
             "",
             "| factor: low → high | factorial effect [95% CI] | verdict | one-at-a-time | Δ [95% CI] | verdict | agree? |",
@@ -209,7 +213,7 @@ def write_summary(out_dir: Path | None = None) -> Path | None:
             (key,), ((low, high),) = eff["term"], eff["levels"]
             mine = f"{eff['effect']:+.2f} [{eff['lo']:+.2f}, {eff['hi']:+.2f}]"
             verdict = eff.get("verdict", "n/a")
-            others = _one_at_a_time(entries, e.get("profile"), key, low, high) or [(f"not run with profile {e.get('profile')} here", None, None)]
+            others = _one_at_a_time(entries, e.get("profile"), key, low, high, metric) or [(f"not run with profile {e.get('profile')} here", None, None)]
             for where, d, noise in others:
                 if d is None:
                     lines.append(f"| {key}: {low} → {high} | {mine} | {verdict} | {where} | | | |")

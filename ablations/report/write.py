@@ -154,7 +154,7 @@ def write_report(name: str, parent_id: str | None = None, config_dir: Path | Non
     folder = out_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     if design is not None:
-        text, files, entry = _factorial_report(name, description, design, results, meta, folder)
+        text, files, entry = _factorial_report(name, description, design, results, meta, folder, metric)
         return _finish(name, folder, text, files, entry, meta, out_dir)
     order = meta["variants"] or declared or sorted({r.variant for r in results})
     order += sorted({r.variant for r in results} - set(order))
@@ -227,18 +227,19 @@ def _reproduce(name: str, meta: dict) -> str:
     return f"Reproduce: `{command}` (add PARALLEL=k to run k at a time); regenerate: {again}."
 
 
-def _factorial_report(name: str, description: str, design, results: list[RunResult], meta: dict, folder: Path) -> tuple[str, list[str], dict]:
+def _factorial_report(name: str, description: str, design, results: list[RunResult], meta: dict, folder: Path, metric: str) -> tuple[str, list[str], dict]:
     lines = [f"# Ablation: {name} (factorial)", ""] + ([description, ""] if description else [])
     lines += [_provenance(meta).rstrip(), ""]
     lines += _browse(meta)
-    body, files, analysis = factorial.section(results, design, folder, name)
+    body, files, analysis = factorial.section(results, design, folder, name, metric)
     lines += body + ["", _reproduce(name, meta), ""]
     effects = [] if analysis is None else [
         {"term": list(e.term), "levels": [list(map(str, design.factors[k])) for k in e.term], "name": e.name, "effect": e.effect,
          "lo": e.lo, "hi": e.hi, "p": e.p, "p_holm": e.p_holm, "verdict": e.verdict.label}
         for e in analysis.effects
     ]  # fmt: skip
-    entry = {"ablation": name, "factorial": True, "profile": meta["profile"], "parent_id": meta["parent_id"], "design": design.describe(), "effects": effects}
+    entry = {"ablation": name, "factorial": True, "profile": meta["profile"], "parent_id": meta["parent_id"], "design": design.describe(), "effects": effects,
+             "metric": factorial.response_of(results, metric), "robust": bool(analysis and analysis.robust)}  # fmt: skip
     return "\n".join(lines), files, entry
 
 
