@@ -88,7 +88,7 @@ backfill-%: install ## measure the clean training error of a study's runs that p
 	$(PY) -m ablations.train.backfill $* $(if $(PRECISE_BN),--precise-bn)
 
 power-%: install ## seeds: per comparison of the newest study, the effect its seeds detect and the seeds that settle ±δ: make power-dropout
-	$(PY) -m ablations.report.power $*
+	$(PY) -m ablations.report.power $* $(if $(FROM),--from $(FROM))
 
 migrate: install ## once, for a store written before neutral values: recompute every run's config_hash from its params
 	$(PY) -m ablations.study.migrate

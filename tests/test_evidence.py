@@ -47,6 +47,10 @@ def test_a_published_study_rebuilds_from_its_file_alone(store, tmp_path, monkeyp
         assert (rebuilt / f).read_bytes() == (published / f).read_bytes(), f
     assert "| relu | 3 | 40.00 ± 10.00 [19.14, 65.24] |" in (rebuilt / "report.md").read_text()
     assert (rebuilt.parent / "summary.md").is_file()
+    from ablations.report.power import main as power_main
+
+    assert power_main(["activation", "--from", str(published)]) == 0  # seed planning from the file too
+    assert "seed plan for 'activation' from study activation-crafted (published" in capsys.readouterr().out
     assert not (tmp_path / "no-such-store.db").exists() or "activation" not in (tmp_path / "no-such-store.db").read_bytes().decode(errors="ignore")
 
     # the file decides: one value changed in it changes the rebuilt report

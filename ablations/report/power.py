@@ -1,6 +1,7 @@
 """Seed planning: per variant, what its seeds can detect, and about how many seeds settle ±δ.
 
     python -m ablations.report.power NAME     # the newest study of that ablation (make power-NAME)
+    python -m ablations.report.power NAME --from docs/results/NAME    # a published study (make power-NAME FROM=...)
 
 Reads the study's finished runs from MLflow (a finished study, or a pilot with a few seeds), takes each
 run's value of the ablation's primary metric (`metric:` in its file: the final val_err1, or the log of the
@@ -22,6 +23,7 @@ from ablations import tracking
 from ablations.analysis import SeedPlan, seed_plan
 from ablations.analysis.records import TARGET_TRAIN_ERR, RunResult
 from ablations.analysis.study import final_value
+from ablations.report import evidence
 from ablations.report.read import read_run
 from ablations.spec import Ablation, load_ablation
 from core.errors import ConfigError
@@ -61,14 +63,20 @@ def finished_results(parent) -> list[RunResult]:
     return [read_run(r) for r in runs if r.data.tags.get(tracking.TUNING) != "true"]
 
 
-def study_values(name: str, config_dir: Path | None = None) -> tuple[Ablation, Values, object]:
-    """The ablation, its newest study's values per variant and seed, and that study's parent run."""
+def study_values(name: str, config_dir: Path | None = None, source: Path | None = None) -> tuple[Ablation, Values, str]:
+    """The ablation, its newest study's (or the published study's in `source`) values per variant and
+    seed, and which study that is."""
     ablation = load_ablation(name, config_dir)
-    parent = tracking.newest_study(name)
-    if parent is None:
-        raise ConfigError(f"no '{name}' study in {tracking.tracking_uri()}: run `make ablate-{name}` first (a pilot with SEEDS=2 or 3 will do)")
-    values = values_of(finished_results(parent), ablation)
-    studied = [v for v in parent.data.params.get("variants", "").split(",") if v]
+    if source is not None:
+        study = evidence.load(source, name)
+        results, studied, label = study.results(), study.meta["variants"], f"{study.parent_name} (published, {source})"
+    else:
+        parent = tracking.newest_study(name)
+        if parent is None:
+            raise ConfigError(f"no '{name}' study in {tracking.tracking_uri()}: run `make ablate-{name}` first (a pilot with SEEDS=2 or 3 will do)")
+        results, label = finished_results(parent), f"{parent.info.run_name} ({parent.info.status})"
+        studied = [v for v in parent.data.params.get("variants", "").split(",") if v]
+    values = values_of(results, ablation)
     if studied:  # a study run with fewer variants than the file now has: plan for those it ran
         values = {v: per for v, per in values.items() if v in studied or v == ablation.baseline}
     few = {v: sum(1 for x in per.values() if not math.isnan(x)) for v, per in values.items()}
@@ -77,15 +85,15 @@ def study_values(name: str, config_dir: Path | None = None) -> tuple[Ablation, V
         listed = ", ".join(f"{v} ({n})" for v, n in few.items())
         what = f"values of {ablation.metric}" + (" (runs that reached the target)" if ablation.metric == "epochs_to_train_err" else "")
         raise ConfigError(
-            f"study {parent.info.run_name} of '{name}': seed planning needs at least 2 seeds with {what} per variant; "
+            f"study {label} of '{name}': seed planning needs at least 2 seeds with {what} per variant; "
             f"{listed} has fewer: run `make ablate-{name} SEEDS=3` (finished seeds are skipped) and then `make power-{name}` again"
         )
-    return ablation, values, parent
+    return ablation, values, label
 
 
-def plan(name: str, config_dir: Path | None = None) -> tuple[Ablation, list[SeedPlan], object]:
-    ablation, values, parent = study_values(name, config_dir)
-    return ablation, seed_plan(values, ablation.baseline, ablation.compare, delta_of(ablation)), parent
+def plan(name: str, config_dir: Path | None = None, source: Path | None = None) -> tuple[Ablation, list[SeedPlan], str]:
+    ablation, values, label = study_values(name, config_dir, source)
+    return ablation, seed_plan(values, ablation.baseline, ablation.compare, delta_of(ablation)), label
 
 
 def _effect(x: float, ratio: bool) -> str:
@@ -94,12 +102,12 @@ def _effect(x: float, ratio: bool) -> str:
     return f"×{math.exp(x):.3g}" if ratio else f"{100 * x:.2f} points"
 
 
-def render(ablation: Ablation, plans: list[SeedPlan], parent) -> str:
+def render(ablation: Ablation, plans: list[SeedPlan], label: str) -> str:
     ratio = ablation.metric == "epochs_to_train_err"
     what = f"log of the epochs to {TARGET_TRAIN_ERR:.0%} training error" if ratio else f"final {ablation.metric}"
     delta = f"a ratio of {ablation.smallest_effect:g} either way" if ratio else f"±{100 * ablation.smallest_effect:g} points"
     lines = [
-        f"seed plan for '{ablation.name}' from study {parent.info.run_name} ({parent.info.status}): primary metric {what}; δ = {delta}",
+        f"seed plan for '{ablation.name}' from study {label}: primary metric {what}; δ = {delta}",
         "",
         "| variant | vs | seeds | sd of a per-seed Δ | detectable Δ at these seeds (80% power) | seeds for ±δ (80% power) |",
         "|---|---|---:|---:|---:|---:|",
@@ -127,9 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help="a file in configs/ablations/ without .yaml")
     parser.add_argument("--config-dir", type=Path, default=None, help="default: configs/ ($ABLATION_CONFIGS)")
+    parser.add_argument("--from", dest="source", type=Path, default=None, metavar="DIR", help="a published study's folder (docs/results/NAME)")
     args = parser.parse_args(argv)
-    tracking.configure()
-    print(render(*plan(args.name, args.config_dir)))
+    if args.source is None:
+        tracking.configure()
+    print(render(*plan(args.name, args.config_dir, args.source)))
     return 0
 
 
