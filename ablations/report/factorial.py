@@ -34,6 +34,7 @@ from ablations.analysis.records import RunResult
 from ablations.analysis.stats import describe
 from ablations.analysis.verdicts import Estimate, Verdict, decide
 from ablations.report import plots
+from ablations.report.render import LABELS
 from ablations.spec.design import Design, term_name
 
 DELTA_POINTS = 1.0  # the smallest effect that matters, in points of error (the suite's default δ)
@@ -127,9 +128,6 @@ def analyse(results: list[RunResult], design: Design, response: str = "val_err1"
     anova = [(names.get(i, i), float(r["sum_sq"]), float(r["df"]), float(r.get("F", math.nan)), float(r.get("PR(>F)", math.nan))) for i, r in table.iterrows()]
     effects.sort(key=lambda e: -abs(e.effect))
     return Analysis(effects, anova, float(np.sqrt(fit.mse_resid)), int(fit.df_resid), len(df), check, robust)
-
-
-LABELS = {"test_err1": "test top-1 err", "val_err1": "final val top-1 err"}
 
 
 def _cells_table(results: list[RunResult], design: Design, response: str) -> list[str]:

@@ -11,6 +11,8 @@ from ablations.analysis.stats import Stat
 from ablations.analysis.study import LRN_ACTIVE, METRIC_NAMES, TIME_METRIC, StudyResult, VariantSummary
 from ablations.analysis.verdicts import Comparison, Verdict
 
+LABELS = {"test_err1": "test top-1 err", "val_err1": "final val top-1 err"}  # a primary metric, as tables name it
+
 
 def row(cells: list) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"

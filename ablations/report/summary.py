@@ -18,7 +18,7 @@ from ablations.analysis.family import adjust
 from ablations.analysis.stats import Stat
 from ablations.analysis.verdicts import Comparison, Estimate, Verdict, compare
 from ablations.report import render as render_md
-from ablations.report.factorial import LABELS
+from ablations.report.render import LABELS
 from ablations.spec import available, load_ablation
 from ablations.spec.claims import DATASETS, Claim
 from core import paths
