@@ -80,7 +80,7 @@ def _run(variant, seed, val, train, clean=math.nan, step_err=(), precise_bn=None
     return RunResult(variant, seed, f"{variant}{seed}", curves, list(step_err), clean, precise_bn=precise_bn or {})
 
 
-META = {"parent_name": "p", "parent_id": "i", "profile": "smoke", "seeds": "0,1,2"}
+META = {"parent_name": "p", "parent_id": "i", "profile": "smoke", "seeds": "0,1,2", "store": "sqlite:///x.db", "log": True}
 
 
 def _study(results, order, metric="val_err1", delta=0.01):
