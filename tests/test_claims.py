@@ -85,7 +85,7 @@ def test_the_scoreboard_has_a_row_per_declared_claim(tmp_path):
     assert "not comparable (measured: **worse**" in imagenet  # made on AlexNet and ImageNet
     assert "**replicated**" in cifar and "covers the claimed size" in cifar and "`cifar`, cifar10-jpeg" in cifar
     assert "not measured: the study has no comparison of these variants" in paper_inputs
-    assert any("`pooling`" in r and "not measured: no published study" in r for r in rows)
+    assert any("`pooling`" in r and "not measured: no study of it here" in r for r in rows)
     assert len(rows) - 2 == sum(len(load_ablation(p.stem).claims) for p in (ROOT / "configs" / "ablations").glob("*.yaml"))
     assert "not comparable" in next(r for r in scoreboard([_entry(0.02, 0.004, "shapes")]) if "13% test error" in r)
 
