@@ -254,3 +254,18 @@ def test_no_training_process_starts_after_the_launcher_was_stopped(store):
     ended = launcher.train(spec, "no-run")
     assert ended.code == -signal.SIGINT and "before this run started" in ended.tail
     assert sorted(launcher._free) == [0, 1]  # its slot is back
+
+
+def test_variants_runs_a_subset_with_its_baseline_and_references():
+    """VARIANTS=a,b: those variants, the baseline, and each one's reference (compare:); a name the file
+    lacks is a clear error before anything runs."""
+    from ablations.spec import load_ablation
+    from ablations.study.runner import only
+
+    normalization = load_ablation("normalization")
+    sub = only(normalization, ["none_paper_inputs"])
+    assert list(sub.variants) == ["lrn", "lrn_paper_inputs", "none_paper_inputs"]  # the baseline, the pair's reference, the variant
+    assert sub.compare == {"none_paper_inputs": "lrn_paper_inputs"} and sub.reference("none_paper_inputs") == "lrn_paper_inputs"
+    assert list(only(normalization, ["none"]).variants) == ["lrn", "none"] and only(normalization, ["none"]).compare == {}
+    with pytest.raises(ConfigError, match="VARIANTS=nonee: no variant nonee in .*normalization.yaml; its variants are lrn, batchnorm, none"):
+        only(normalization, ["nonee"])
