@@ -125,3 +125,13 @@ def test_a_bad_claim_is_a_clear_error(claim, match, tmp_path):
     (folder / "x.yaml").write_text(text)
     with pytest.raises(ConfigError, match=match):
         load_ablation("x", Path(tmp_path))
+
+
+def test_the_summary_ends_with_the_scoreboard_after_the_comparisons(tmp_path):
+    from ablations.report.summary import CLAIMS_HEADING, write_summary
+
+    (tmp_path / "normalization").mkdir()
+    (tmp_path / "normalization" / "summary.json").write_text(json.dumps(_entry(0.02, 0.004)))
+    comparisons, _, board = write_summary(tmp_path).read_text().partition(CLAIMS_HEADING)
+    assert "| [normalization](normalization/report.md) | none | lrn |" in comparisons  # what the demo prints
+    assert "**replicated**" in board and "| “" not in comparisons
