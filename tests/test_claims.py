@@ -135,3 +135,12 @@ def test_the_summary_ends_with_the_scoreboard_after_the_comparisons(tmp_path):
     comparisons, _, board = write_summary(tmp_path).read_text().partition(CLAIMS_HEADING)
     assert "| [normalization](normalization/report.md) | none | lrn |" in comparisons  # what the demo prints
     assert "**replicated**" in board and "| “" not in comparisons
+
+
+def test_an_untuned_figure1_study_says_it_was_not_tuned():
+    c = compare("tanh", "relu", Estimate(math.log(1.1), 0.05, 4), n=5, delta=math.log(1.1), method="AFT", metric="epochs_to_train_err")
+    entry = {"ablation": "figure1", "network": "cifar", "dataset": "cifar10", "tuned": False,
+             "variants": [{"variant": "tanh", "comparison": render_md.comparison_json(c)}]}  # fmt: skip
+    row = next(r for r in scoreboard([entry]) if "[figure1]" in r)
+    assert "one shared learning rate: not tuned per network" in row and "claimed 6x" in row
+    assert "not tuned" not in next(r for r in scoreboard([entry | {"tuned": True}]) if "[figure1]" in r)

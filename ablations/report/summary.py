@@ -134,6 +134,8 @@ def scoreboard(entries: list[dict], config_dir: Path | None = None, link: str = 
         study = f"[{claim.ablation}]({link}{claim.ablation}/report.md)" if entry else f"`{claim.ablation}`"
         c = j.comparison
         measured = f"{study}: {claim.without} vs {claim.with_}" + (f", {c.n} seeds, {_measured_on(entry)}" if c else "")
+        if c and claim.tuned_in_paper and not entry.get("tuned"):
+            measured += " (one shared learning rate: not tuned per network, as the paper did)"
         effect = render_md.effect(c) if c else "n/a"
         if j.verdict is ClaimVerdict.NOT_COMPARABLE:
             text = f"not comparable (measured: {render_md.verdict(c)})"

@@ -171,7 +171,7 @@ def write_report(name: str, parent_id: str | None = None, config_dir: Path | Non
     text = render(name, description, result, meta, files, tuning_lines)
     changes = {v: _changes(results, v, result.row(v).reference) for v in order}
     hashes = {r.variant: r.variant_hash for r in results}
-    entry = render_md.summary_entry(result, meta, changes, hashes) | _measured_on(results, baseline)
+    entry = render_md.summary_entry(result, meta, changes, hashes) | _measured_on(results, baseline) | {"tuned": meta["tuned"]}
     return _finish(name, folder, text, files, entry, meta, out_dir)
 
 

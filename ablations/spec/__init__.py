@@ -270,6 +270,6 @@ def load_ablation(name: str, config_dir: Path | None = None) -> Ablation:
         metric=metric,
         smallest_effect=float(delta),
         seed_bounds=bounds,
-        claims=parse_claims(raw.get("claims"), str(path), variants, metric, name),
+        claims=parse_claims(raw.get("claims"), str(path), variants, metric, name, tuned="tune" in raw),
         path=path,
     )

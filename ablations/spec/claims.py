@@ -43,6 +43,7 @@ class Claim:
     size: float | None  # points of error, or a ratio; None: the paper gives no size
     ablation: str = ""
     metric: str = "test_err1"  # the study's primary metric, on which it is judged
+    tuned_in_paper: bool = False  # the file has a tune: block (the paper tuned what it compares): an untuned study says so
 
     @property
     def claimed(self) -> str:
@@ -60,7 +61,7 @@ class Claim:
         return math.log(self.size) if metric == "epochs_to_train_err" else self.size / 100
 
 
-def parse_claims(raw: Any, where: str, variants: dict, metric: str, ablation: str) -> list[Claim]:
+def parse_claims(raw: Any, where: str, variants: dict, metric: str, ablation: str, tuned: bool = False) -> list[Claim]:
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -81,5 +82,5 @@ def parse_claims(raw: Any, where: str, variants: dict, metric: str, ablation: st
         if size is not None and (isinstance(size, bool) or not isinstance(size, (int, float)) or not (size > 1 if ratio else 0 < size < 100)):
             raise ConfigError(f"{at}: 'size' is {'a ratio > 1' if ratio else 'points of error in (0, 100)'}, not {size!r}")
         out.append(Claim(str(c["quote"]).strip(), str(c["section"]), c["network"], c["dataset"], str(c["with"]), str(c["without"]),
-                         None if size is None else float(size), ablation, metric))  # fmt: skip
+                         None if size is None else float(size), ablation, metric, tuned))  # fmt: skip
     return out
