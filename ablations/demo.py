@@ -1,8 +1,9 @@
 """The main job on the offline default: the studies whose file says `demo: true` on synthetic shapes:
-first_look (three of the paper's choices over 5 seeds), then dropout, groups and pooling, whose runs
-are first_look's (identical configs are reused, not trained again).
+first_look (two of the paper's choices over 8 seeds), then dropout (its p0.5 runs are first_look's
+baseline; its p0 runs train), groups and pooling, whose runs are first_look's (identical configs are
+reused, not trained again).
 
-    python -m ablations.demo [--seeds 5] [--parallel 2] [--force] [key=value ...]
+    python -m ablations.demo [--seeds 8] [--parallel 2] [--force] [key=value ...]
 
 Few studies with enough seeds for verdicts, rather than every study with too few: each other
 study is one command away (make ablate-NAME). Writes the reports and reports/summary.md,
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = overview.write_summary()
     if summary is not None:  # the comparisons; the paper's claims (shapes data: not comparable) stay in the file
         text, _, board = summary.read_text().partition(overview.CLAIMS_HEADING)
-        print("\n" + text.rstrip() + (f"\n\nThe paper's claims beside these: {summary}, '{overview.CLAIMS_HEADING[3:]}'.\n" if board else "\n"))
+        print("\n" + text.rstrip() + (f"\n\nThe paper's claims, judged from these studies: {summary}, section '{overview.CLAIMS_HEADING[3:]}'.\n" if board else "\n"))
     reports = paths.reports_dir()
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "demo_time.txt").write_text(
