@@ -53,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     summary = overview.write_summary()
     if summary is not None:  # the comparisons; the paper's claims (shapes data: not comparable) stay in the file
         text, _, board = summary.read_text().partition(overview.CLAIMS_HEADING)
-        print("\n" + text.rstrip() + (f"\n\nThe paper's claims, judged from these studies: {summary}, section '{overview.CLAIMS_HEADING[3:]}'.\n" if board else "\n"))
+        print(
+            "\n"
+            + text.rstrip()
+            + (f"\n\nThe paper's claims, judged from these studies: {summary}, section '{overview.CLAIMS_HEADING[3:]}'.\n" if board else "\n")
+        )
     reports = paths.reports_dir()
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "demo_time.txt").write_text(

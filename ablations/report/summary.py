@@ -126,6 +126,13 @@ def _measured_on(entry: dict | None) -> str:
     return f"`{entry.get('network', '?')}`, {shown}"
 
 
+def _direction(c: Comparison) -> str:
+    """What a without − with comparison says of the innovation, in words."""
+    return {Verdict.WORSE: "without it worse, the claimed direction", Verdict.BETTER: "without it better, against the claim"}.get(
+        c.verdict, f"{c.verdict.label} without it"
+    )
+
+
 def scoreboard(entries: list[dict], config_dir: Path | None = None, link: str = "") -> list[str]:
     """The paper's claims, a row each, judged from the studies' summaries (`link`: the prefix of the reports' paths)."""
     rows = []
@@ -138,7 +145,7 @@ def scoreboard(entries: list[dict], config_dir: Path | None = None, link: str = 
             measured += " (one shared learning rate: not tuned per network, as the paper did)"
         effect = render_md.effect(c) if c else "n/a"
         if j.verdict is ClaimVerdict.NOT_COMPARABLE:
-            text = f"not comparable (measured: {render_md.verdict(c)})"
+            text = f"not comparable (measured here: {_direction(c)}; {render_md.verdict(c)})"
         elif j.verdict is ClaimVerdict.INCONCLUSIVE:
             text = render_md.verdict(c)
         elif c is not None:

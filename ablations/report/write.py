@@ -253,6 +253,12 @@ def _finish(name: str, folder: Path, text: str, files: list[str], entry: dict, m
     return folder / "report.md"
 
 
+def _published(results: Path) -> None:
+    """After writing into docs/results: the README's scoreboard again (ablations.report.summary)."""
+    if results == paths.ROOT / "docs" / "results" and write_scoreboard(paths.ROOT / "README.md", results, "docs/results/"):
+        print("README.md: scoreboard regenerated")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name")
@@ -267,13 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.source:
         study = evidence.load(args.source, args.name)
         path = write_report(args.name, config_dir=args.config_dir, out_dir=args.source.resolve().parent, study=study)
+        _published(args.source.resolve().parent)
     elif args.publish:
         folder = args.publish / args.name
         evidence.save(collect(args.name), folder)
         path = write_report(args.name, config_dir=args.config_dir, out_dir=args.publish, study=evidence.load(folder, args.name))
         print(f"evidence: {evidence.path_in(folder)}")
-        if args.publish.resolve() == paths.ROOT / "docs" / "results" and write_scoreboard(paths.ROOT / "README.md", args.publish, "docs/results/"):
-            print("README.md: scoreboard regenerated")
+        _published(args.publish.resolve())
     else:
         path = write_report(args.name, config_dir=args.config_dir)
     print(path.read_text())
