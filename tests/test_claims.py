@@ -144,3 +144,11 @@ def test_an_untuned_figure1_study_says_it_was_not_tuned():
     row = next(r for r in scoreboard([entry]) if "[figure1]" in r)
     assert "one shared learning rate: not tuned per network" in row and "claimed 6x" in row
     assert "not tuned" not in next(r for r in scoreboard([entry | {"tuned": True}]) if "[figure1]" in r)
+
+
+def test_an_undecided_row_says_when_the_interval_leaves_out_the_claimed_size():
+    """Δ = -0.5 points, t interval about [-2.3, +1.3]: neither established nor inside ±2, but above it lies the claimed +2."""
+    lo, hi = _interval(-0.005, 0.008, 8)
+    assert lo < -0.02 < hi < 0.02
+    row = next(r for r in scoreboard([_entry(-0.005, 0.008)]) if "13% test error" in r and "none vs lrn" in r)
+    assert "inconclusive" in row and "the claimed 2 points lies above the interval" in row

@@ -127,10 +127,16 @@ def _measured_on(entry: dict | None) -> str:
 
 
 def _direction(c: Comparison) -> str:
-    """What a without − with comparison says of the innovation, in words."""
-    return {Verdict.WORSE: "without it worse, the claimed direction", Verdict.BETTER: "without it better, against the claim"}.get(
-        c.verdict, f"{c.verdict.label} without it"
-    )
+    """What a decided without − with comparison says of the innovation, in words ("" when undecided)."""
+    return {Verdict.WORSE: "without it worse, the claimed direction; ", Verdict.BETTER: "without it better, against the claim; "}.get(c.verdict, "")
+
+
+def _beyond(c: Comparison, claim: Claim) -> str:
+    """For an undecided row: whether the interval already leaves out the claimed size."""
+    if claim.size is None or not c.has_interval:
+        return ""
+    size = claim.delta(claim.metric)
+    return f"; the claimed {claim.claimed} lies above the interval" if c.hi < size else ""
 
 
 def scoreboard(entries: list[dict], config_dir: Path | None = None, link: str = "") -> list[str]:
@@ -145,11 +151,11 @@ def scoreboard(entries: list[dict], config_dir: Path | None = None, link: str = 
             measured += " (one shared learning rate: not tuned per network, as the paper did)"
         effect = render_md.effect(c) if c else "n/a"
         if j.verdict is ClaimVerdict.NOT_COMPARABLE:
-            text = f"not comparable (measured here: {_direction(c)}; {render_md.verdict(c)})"
+            text = f"not comparable (measured here: {_direction(c)}{render_md.verdict(c)})"
         elif j.verdict is ClaimVerdict.INCONCLUSIVE:
-            text = render_md.verdict(c)
+            text = render_md.verdict(c) + _beyond(c, claim)
         elif c is not None:
-            text = f"**{j.verdict.value}**: {j.why} ({render_md.verdict(c)})"
+            text = f"**{j.verdict.value}**: {j.why} {render_md.verdict(c).split(' ', 1)[1]}"
         else:
             text = f"not measured: {'no study of it here' if entry is None else 'the study has no comparison of these variants'}"
         claimed = f"; claimed {claim.claimed}" if claim.claimed else ""
