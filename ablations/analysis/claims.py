@@ -68,7 +68,7 @@ def judge(c: Comparison | None, *, flip: bool, delta: float, comparable: bool, s
     if turned.verdict is Verdict.BETTER:
         return Judgement(ClaimVerdict.CONTRADICTED, turned, "established in the opposite direction")
     if turned.verdict is Verdict.EQUIVALENT:
-        return Judgement(ClaimVerdict.CONTRADICTED, turned, "equivalent to zero within ±the claimed size: an effect that large is ruled out")
+        return Judgement(ClaimVerdict.CONTRADICTED, turned, "equivalent within ±the claimed size: an effect that large is ruled out,")
     return Judgement(ClaimVerdict.INCONCLUSIVE, turned, "")
 
 
