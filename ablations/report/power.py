@@ -24,7 +24,7 @@ from ablations.analysis import SeedPlan, seed_plan
 from ablations.analysis.records import TARGET_TRAIN_ERR, RunResult
 from ablations.analysis.study import final_value
 from ablations.report import evidence
-from ablations.report.read import read_run
+from ablations.report.read import study_from_mlflow
 from ablations.spec import Ablation, load_ablation
 from core.errors import ConfigError
 
@@ -57,12 +57,6 @@ def values_of(results: list[RunResult], ablation: Ablation) -> Values:
     return out
 
 
-def finished_results(parent) -> list[RunResult]:
-    """A study's FINISHED runs (not its tuning runs), read into records."""
-    runs = [r for r in tracking.study_children(parent) if r.info.status == "FINISHED" and r.data.tags.get("aggregate") != "true"]
-    return [read_run(r) for r in runs if r.data.tags.get(tracking.TUNING) != "true"]
-
-
 def study_values(name: str, config_dir: Path | None = None, source: Path | None = None) -> tuple[Ablation, Values, str]:
     """The ablation, its newest study's (or the published study's in `source`) values per variant and
     seed, and which study that is."""
@@ -74,7 +68,7 @@ def study_values(name: str, config_dir: Path | None = None, source: Path | None 
         parent = tracking.newest_study(name)
         if parent is None:
             raise ConfigError(f"no '{name}' study in {tracking.tracking_uri()}: run `make ablate-{name}` first (a pilot with SEEDS=2 or 3 will do)")
-        results, label = finished_results(parent), f"{parent.info.run_name} ({parent.info.status})"
+        results, label = study_from_mlflow(name, parent, with_shared=False).results(), f"{parent.info.run_name} ({parent.info.status})"
         studied = [v for v in parent.data.params.get("variants", "").split(",") if v]
     values = values_of(results, ablation)
     if studied:  # a study run with fewer variants than the file now has: plan for those it ran
