@@ -105,16 +105,19 @@ class BatchPipeline(nn.Module):
             self.register_buffer(key, stats[key].clone(), persistent=True)
 
     def _normalise(self, x: torch.Tensor, lighting: float) -> torch.Tensor:
-        x = x.float()
+        # a fresh float copy, changed in place from here on: on the CPU, (x / 255 - mean) / std
+        # as four new tensors took twice the time of x * scale + shift in place (batch 128, 32 px)
+        x = x.to(torch.float32, copy=True)
         if lighting > 0:  # the paper's PCA lighting: sum_i alpha_i lambda_i p_i per image, alpha ~ N(0, lighting)
             alpha = torch.randn(x.shape[0], 3, device=x.device) * lighting
             shift = (alpha * self.eigval) @ self.eigvec.T  # [B, 3], in [0, 1] units
-            x = x + 255.0 * shift[:, :, None, None]
+            x += 255.0 * shift[:, :, None, None]
         if self.normalize == "paper":
-            return x - 255.0 * self.mean_image
+            return x.sub_(self.mean_image, alpha=255.0)
         if self.normalize == "unit":
-            return x / 255.0
-        return (x / 255.0 - self.mean[:, None, None]) / self.std[:, None, None]
+            return x.div_(255.0)
+        scale = 1.0 / (255.0 * self.std)
+        return x.mul_(scale[:, None, None]).sub_((self.mean / self.std)[:, None, None])
 
     def _random_crop(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] == self.size:

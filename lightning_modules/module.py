@@ -95,6 +95,15 @@ class AlexNetModule(L.LightningModule):
         self._sums = Sums()
         self._clock: dict[str, float] = {}
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets `_current_fx_name` before and after every hook it calls, 44 times a
+        # training step; nn.Module's __setattr__, which first checks whether the value is a
+        # parameter, buffer or module, takes ten times a plain attribute's (1.3 against 0.13 us)
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 5:  # ten crops: average the softmax over crops, as the paper does
             b, n = x.shape[:2]

@@ -55,7 +55,7 @@ def render(r: dict) -> str:
     cl = r["channels_last"]
     row("cifar profile network, channels_last auto", fmt_rate(cl["auto_img_per_s"]), "LRN, dropout, paper's augmentation, two groups")
     row("the same, channels_last=false", fmt_rate(cl["false_img_per_s"]))
-    row("speed-up of the default", f"{cl['ratio']:.2f}x", f"median steps; {runs(cl['ratios'], lambda v: f'{v:.2f}')}")
+    row("speed-up of the default", f"{cl['ratio']:.2f}x", f"median of the back-to-back pairs; {runs(cl['ratios'], lambda v: f'{v:.2f}')}")
     g = r.get("alexnet")
     if g is None:
         row("alexnet 227 px bf16-mixed channels_last", "skipped", "no CUDA GPU here; run make bench on a GPU machine")
