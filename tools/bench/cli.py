@@ -25,7 +25,7 @@ from tools.bench.training import channels_last_speedup, compare, peak_gflops, tr
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench", description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that the bench runs; the figures mean nothing")
-    parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats of suite and bare (default 3)")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats of suite and bare (default 5)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_intermixed_args(argv)
     sizes = QUICK if args.quick else FULL

@@ -44,7 +44,7 @@ class Sizes:
     tutorial_steps: int
 
 
-FULL = Sizes(8192, 128, 4, 16, 3, 20, 8, 9, 128, 3, 10, 40, 16, 2, 6)
+FULL = Sizes(8192, 128, 4, 24, 5, 20, 8, 9, 128, 3, 10, 40, 16, 2, 6)
 QUICK = Sizes(256, 32, 1, 2, 1, 3, 2, 1, 8, 1, 2, 3, 2, 1, 1)
 AUGMENTS = ("none", "paper", "extended")
 

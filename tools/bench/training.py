@@ -49,7 +49,7 @@ class BareLoop:
         start = (self.i % self.batches) * b
         self.i += 1
         idx = self.perm[start : start + b]
-        x, y = self.images[idx], self.labels[idx]
+        x, y = self.images.index_select(0, idx), self.labels.index_select(0, idx)  # as the suite's loader does (data/datamodule.py)
         if self.device.type == "cuda":
             x, y = x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
         x = self.pipeline.train_batch(x)
