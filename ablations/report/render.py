@@ -55,19 +55,27 @@ def _size(x: float, c: Comparison) -> str:
     return f"{math.exp(x):.2f}x" if _is_ratio(c) else f"{x * 100:.2f} points"
 
 
+def _p(c: Comparison) -> str:
+    return f"p {c.p:.2g}" + (f", adjusted {c.p_adjusted:.2g} over {c.family}" if c.family > 1 else "")
+
+
+def grounds(c: Comparison) -> str:
+    """What a decided verdict (better, worse, equivalent) rests on, without its word."""
+    level = f"{c.level:.1%} interval" if c.family <= 1 else f"{c.level:.2%} interval, Holm over {c.family}"
+    if c.verdict is Verdict.EQUIVALENT:
+        return f"within ±{_size(c.delta, c)} ({level} inside it; {_p(c)})"
+    return f"({level} excludes {'1x' if _is_ratio(c) else '0'}; {_p(c)})"
+
+
 def verdict(c: Comparison) -> str:
     """The verdict with the numbers it rests on."""
     if c.verdict is Verdict.NOT_MEASURED:
         return f"not measured ({c.note})" if c.note else "not measured"
-    level = f"{c.level:.1%} interval" if c.family <= 1 else f"{c.level:.2%} interval, Holm over {c.family}"
-    p = f"p {c.p:.2g}" + (f", adjusted {c.p_adjusted:.2g} over {c.family}" if c.family > 1 else "")
-    if c.verdict in (Verdict.BETTER, Verdict.WORSE):
-        return f"**{c.verdict.label}** ({level} excludes {'1x' if _is_ratio(c) else '0'}; {p})"
-    if c.verdict is Verdict.EQUIVALENT:
-        return f"**equivalent** within ±{_size(c.delta, c)} ({level} inside it; {p})"
+    if c.verdict.decided:
+        return f"**{c.verdict.label}** {grounds(c)}"
     could = f"these seeds could detect only ±{_size(c.detectable, c)}" if not math.isnan(c.detectable) else (c.note or "no interval")
     needed = f"; about {c.seeds_needed} seeds would settle ±{_size(c.delta, c)}" if c.seeds_needed else ""
-    return f"inconclusive: {could}{needed} ({p})"
+    return f"inconclusive: {could}{needed} ({_p(c)})"
 
 
 def _comparison(result: StudyResult, variant: str, precise_bn: bool = False) -> Comparison | None:

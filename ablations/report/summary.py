@@ -155,7 +155,7 @@ def scoreboard(entries: list[dict], config_dir: Path | None = None, link: str = 
         elif j.verdict is ClaimVerdict.INCONCLUSIVE:
             text = render_md.verdict(c) + _beyond(c, claim)
         elif c is not None:
-            text = f"**{j.verdict.value}**: {j.why} {render_md.verdict(c).split(' ', 1)[1]}"
+            text = f"**{j.verdict.value}**: {j.why} {render_md.grounds(c)}"
         else:
             text = f"not measured: {'no study of it here' if entry is None else 'the study has no comparison of these variants'}"
         claimed = f"; claimed {claim.claimed}" if claim.claimed else ""
